@@ -1,10 +1,55 @@
 import ArgumentParser
+import FlamingoCore
+import Foundation
 
 @main
 struct FlamingoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flamingo",
         abstract: "Flamingo visual language model inference, in one process or pipelined across MPI ranks.",
-        subcommands: []
+        subcommands: [BenchCommand.self]
     )
+}
+
+/// Options every command that loads a model shares.
+struct ModelOptions: ParsableArguments {
+    @Option(name: .long, help: "Model directory (default: $FLAMINGO_MODEL, else models/demo).")
+    var model: String?
+
+    @Option(name: .long, help: "Compute threads for this process (default: all cores).")
+    var threads: Int?
+
+    var modelURL: URL {
+        URL(fileURLWithPath: model ?? ProcessInfo.processInfo.environment["FLAMINGO_MODEL"] ?? "models/demo")
+    }
+
+    func configureThreads() {
+        ComputeThreads.configure(threads ?? ProcessInfo.processInfo.activeProcessorCount)
+    }
+}
+
+/// Prints `error: message` as one line on stderr and exits non-zero: input errors are never crashes.
+func failing<T>(_ body: () async throws -> T) async throws -> T {
+    do {
+        return try await body()
+    } catch let exit as ExitCode {
+        throw exit
+    } catch {
+        let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+        FileHandle.standardError.write(Data("error: \(message)\n".utf8))
+        throw ExitCode(1)
+    }
+}
+
+/// A one-line status on stderr, overwritten in place on a terminal.
+struct Progress {
+    let enabled: Bool
+    func update(_ text: String) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K\(text)".utf8))
+    }
+    func finish() {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+    }
 }

@@ -107,14 +107,25 @@ public struct Tensor: @unchecked Sendable {
     /// Writable f32 elements; copies first if the storage is shared or mapped.
     public mutating func withMutableFloats<R>(_ body: (UnsafeMutableBufferPointer<Float>) throws -> R) rethrows -> R {
         precondition(dtype == .f32, "withMutableFloats on a \(dtype) tensor")
+        makeStorageUniqueAndOwned()
+        let p = storage.base.assumingMemoryBound(to: Float.self)
+        return try body(UnsafeMutableBufferPointer(start: p, count: count))
+    }
+
+    /// Writable raw bytes of any dtype; copies first if the storage is shared or mapped.
+    public mutating func withUnsafeMutableRawBytes<R>(_ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+        makeStorageUniqueAndOwned()
+        return try body(UnsafeMutableRawBufferPointer(start: storage.base, count: byteCount))
+    }
+
+    /// Copy-on-write: gives this tensor its own writable memory unless it already has it.
+    private mutating func makeStorageUniqueAndOwned() {
         if !isKnownUniquelyReferenced(&storage) || storage.isBorrowed || byteOffset != 0 || storage.byteCount != byteCount {
             let fresh = TensorStorage(byteCount: byteCount)
             fresh.base.copyMemory(from: storage.base + byteOffset, byteCount: byteCount)
             storage = fresh
             byteOffset = 0
         }
-        let p = storage.base.assumingMemoryBound(to: Float.self)
-        return try body(UnsafeMutableBufferPointer(start: p, count: count))
     }
 
     /// The elements widened to f32 (a copy for f16/bf16; shares storage for f32).

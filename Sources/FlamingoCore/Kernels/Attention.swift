@@ -1,0 +1,65 @@
+import Foundation
+
+// Legend: T query rows, S key/value rows, H heads of D dims; q/k/v rows hold all heads side by
+// side ([T, H·D]), the layout linear projections produce, so no transposes are needed.
+
+/// Which keys a query row may see.
+public enum AttentionMask: Sendable, Equatable {
+    /// Every query sees every key (vision encoder, resampler, cross-attention to one image).
+    case none
+    /// Query row i sees keys 0 ... offset + i (self-attention where the first `offset` keys are cached).
+    case causal(offset: Int)
+}
+
+/// out[T, H·D] = softmax(q·kᵀ·scale + mask)·v, per head, through BLAS.
+/// `ldq`, `ldk`, `ldv`, `ldo` are row strides in floats (default H·D).
+public func attention(
+    out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+    t: Int, s: Int, heads: Int, headDim: Int, scale: Float, mask: AttentionMask,
+    ldq: Int? = nil, ldk: Int? = nil, ldv: Int? = nil, ldo: Int? = nil
+) {
+    if t == 0 { return }
+    let width = heads * headDim
+    let (ldq, ldk, ldv, ldo) = (ldq ?? width, ldk ?? width, ldv ?? width, ldo ?? width)
+    let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * s)
+    defer { scores.deallocate() }
+    for h in 0..<heads {
+        let off = h * headDim
+        sgemmNT(out: scores, a: q + off, b: k + off, m: t, n: s, k: headDim, lda: ldq, ldb: ldk, ldc: s)
+        parallelFor(t, minChunk: 8) { rows in
+            for i in rows {
+                let row = scores + i * s
+                let visible: Int
+                switch mask {
+                case .none: visible = s
+                case .causal(let offset): visible = min(s, offset + i + 1)
+                }
+                for j in 0..<visible { row[j] *= scale }
+                softmaxRow(row, visible)
+                for j in visible..<s { row[j] = 0 }
+            }
+        }
+        sgemmNN(out: out + off, a: scores, b: v + off, m: t, n: headDim, k: s, lda: s, ldb: ldv, ldc: ldo)
+    }
+}
+
+/// Tensor form: q [T, H·D], k and v [S, H·D] → [T, H·D].
+public func attention(q: Tensor, k: Tensor, v: Tensor, heads: Int, scale: Float, mask: AttentionMask) -> Tensor {
+    let width = q.dim(-1)
+    let t = q.count / width
+    let s = k.count / width
+    precondition(width % heads == 0 && k.dim(-1) == width && v.dim(-1) == width && v.count == k.count,
+                 "attention: q \(q.shape) k \(k.shape) v \(v.shape)")
+    var out = Tensor(zeros: [t, width])
+    out.withMutableFloats { o in
+        q.withFloats { qp in
+            k.withFloats { kp in
+                v.withFloats { vp in
+                    attention(out: o.baseAddress!, q: qp.baseAddress!, k: kp.baseAddress!, v: vp.baseAddress!,
+                              t: t, s: s, heads: heads, headDim: width / heads, scale: scale, mask: mask)
+                }
+            }
+        }
+    }
+    return out
+}

@@ -1,0 +1,51 @@
+import CBLAS
+import Dispatch
+import Foundation
+import Synchronization
+
+/// The process's compute threads: OpenBLAS's pool and our own `parallelFor`. Process-wide because
+/// OpenBLAS's thread count is; with several ranks on one machine give each rank cores / ranks.
+public enum ComputeThreads {
+    private static let configured = Atomic<Int>(0)
+
+    /// Threads used by `parallelFor` and OpenBLAS.
+    public static var count: Int {
+        let n = configured.load(ordering: .relaxed)
+        return n > 0 ? n : ProcessInfo.processInfo.activeProcessorCount
+    }
+
+    /// Sets the number of compute threads (>= 1) for this process.
+    public static func configure(_ threads: Int) {
+        let n = max(1, threads)
+        configured.store(n, ordering: .relaxed)
+        openblas_set_num_threads(Int32(n))
+    }
+}
+
+/// Runs `body(range)` over `0..<count` split into at most `ComputeThreads.count` contiguous chunks.
+/// Small jobs (fewer than `minChunk` items per thread) run inline.
+@inline(__always)
+public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
+    let threads = min(ComputeThreads.count, max(1, count / max(minChunk, 1)))
+    if threads <= 1 || count <= 1 {
+        body(0..<count)
+        return
+    }
+    let chunk = (count + threads - 1) / threads
+    withoutActuallyEscaping(body) { body in
+        // The chunks are disjoint and concurrentPerform returns only when all are done, so sharing
+        // the caller's closure (and the buffers it captures) across threads is safe.
+        let shared = UncheckedSendable(body)
+        DispatchQueue.concurrentPerform(iterations: threads) { t in
+            let lo = t * chunk
+            let hi = min(count, lo + chunk)
+            if lo < hi { shared.value(lo..<hi) }
+        }
+    }
+}
+
+/// Carries a value across a concurrency boundary the compiler cannot see is safe.
+public struct UncheckedSendable<Value>: @unchecked Sendable {
+    public let value: Value
+    public init(_ value: Value) { self.value = value }
+}

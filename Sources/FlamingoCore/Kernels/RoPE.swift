@@ -1,0 +1,47 @@
+import Foundation
+
+/// Rotary position embedding in the "rotate half" layout of LLaMA in transformers: dimension i pairs
+/// with i + d/2, and frequency i is base^(-2i/d).
+public struct RotaryEmbedding: Sendable {
+    public let headDim: Int
+    /// inv_freq[i] = 1 / base^(2i/d), computed in f32 as transformers does.
+    private let inverseFrequencies: [Float]
+
+    public init(headDim: Int, base: Float) {
+        precondition(headDim % 2 == 0, "rotary head_dim must be even")
+        self.headDim = headDim
+        self.inverseFrequencies = (0..<(headDim / 2)).map { i in
+            1 / pow(base, Float(2 * i) / Float(headDim))
+        }
+    }
+
+    /// Rotates the heads of `x` [T, heads·headDim] in place; row r is at position `positions[r]`.
+    public func apply(_ x: inout Tensor, positions: [Int]) {
+        let width = x.dim(-1)
+        let rows = x.count / width
+        precondition(rows == positions.count && width % headDim == 0, "rope: \(x.shape) for \(positions.count) positions")
+        let half = headDim / 2
+        x.withMutableFloats { v in
+            var cosines = [Float](repeating: 0, count: half)
+            var sines = [Float](repeating: 0, count: half)
+            for r in 0..<rows {
+                let p = Float(positions[r])
+                for i in 0..<half {
+                    let angle = p * inverseFrequencies[i]
+                    cosines[i] = cos(angle)
+                    sines[i] = sin(angle)
+                }
+                var h = 0
+                while h < width {
+                    let base = v.baseAddress! + r * width + h
+                    for i in 0..<half {
+                        let x1 = base[i], x2 = base[i + half]
+                        base[i] = x1 * cosines[i] - x2 * sines[i]
+                        base[i + half] = x2 * cosines[i] + x1 * sines[i]
+                    }
+                    h += headDim
+                }
+            }
+        }
+    }
+}

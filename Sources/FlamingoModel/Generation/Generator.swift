@@ -1,0 +1,131 @@
+import FlamingoCore
+import Foundation
+
+/// One generation job: prompt ids (image positions marked by the image token), one preprocessed
+/// image [3, S, S] per image token, and how to sample.
+public struct GenerationRequest: Sendable {
+    public var promptTokens: [Int]
+    public var images: [Tensor]
+    public var maxTokens: Int
+    public var sampling: SamplingParameters
+    /// Generation ends after any of these (the token is included in the output, as transformers does).
+    public var stopTokens: Set<Int>
+
+    public init(promptTokens: [Int], images: [Tensor], maxTokens: Int, sampling: SamplingParameters, stopTokens: Set<Int>) {
+        self.promptTokens = promptTokens
+        self.images = images
+        self.maxTokens = maxTokens
+        self.sampling = sampling
+        self.stopTokens = stopTokens
+    }
+}
+
+public enum FinishReason: String, Sendable, Codable {
+    /// A stop token was produced.
+    case stop
+    /// `maxTokens` were produced.
+    case length
+}
+
+public struct GenerationResult: Sendable {
+    public var tokens: [Int]
+    public var finishReason: FinishReason
+    /// Logits of the last prompt position, [vocab + additional].
+    public var promptLogits: [Float]
+}
+
+/// Errors in a request (not in the model): reported to the user, never a crash.
+public enum RequestError: Error, LocalizedError, Equatable {
+    case emptyPrompt
+    case tokenOutOfRange(token: Int, vocabularySize: Int)
+    case imageCountMismatch(markers: Int, images: Int)
+    case badMaxTokens(Int)
+    case promptTooLong(tokens: Int, limit: Int)
+    case badSampling(String)
+    case imageTokenUnknown
+
+    public var errorDescription: String? {
+        switch self {
+        case .emptyPrompt: "the prompt is empty"
+        case .tokenOutOfRange(let token, let size): "token id \(token) is out of range (vocabulary size \(size))"
+        case .imageCountMismatch(let markers, let images):
+            "the prompt has \(markers) image marker(s) but \(images) image(s) were given"
+        case .badMaxTokens(let n): "max tokens must be at least 1, got \(n)"
+        case .promptTooLong(let tokens, let limit): "prompt of \(tokens) tokens plus generation exceeds the model's \(limit) positions"
+        case .badSampling(let why): "bad sampling parameters: \(why)"
+        case .imageTokenUnknown: "the model has no image token id (config.json image_token_id, or <image> in tokenizer.json)"
+        }
+    }
+}
+
+/// Runs requests on a whole model in this process: the reference path the pipeline must match.
+public struct Generator: Sendable {
+    public let model: Flamingo
+    public let imageTokenID: Int?
+
+    public init(model: Flamingo, imageTokenID: Int?) {
+        self.model = model
+        self.imageTokenID = imageTokenID
+    }
+
+    /// Checks a request against the model; returns each prompt token's image index.
+    public func validate(_ request: GenerationRequest) throws -> [Int?] {
+        let text = model.config.text
+        guard !request.promptTokens.isEmpty else { throw RequestError.emptyPrompt }
+        guard request.maxTokens >= 1 else { throw RequestError.badMaxTokens(request.maxTokens) }
+        for t in request.promptTokens where t < 0 || t >= text.totalVocabSize {
+            throw RequestError.tokenOutOfRange(token: t, vocabularySize: text.totalVocabSize)
+        }
+        if request.promptTokens.count + request.maxTokens > text.maxPositionEmbeddings {
+            throw RequestError.promptTooLong(tokens: request.promptTokens.count, limit: text.maxPositionEmbeddings)
+        }
+        if case .sample(let temperature, let topP, _) = request.sampling {
+            guard temperature >= 0, temperature.isFinite else { throw RequestError.badSampling("temperature must be >= 0") }
+            guard topP > 0, topP <= 1 else { throw RequestError.badSampling("top-p must be in (0, 1]") }
+        }
+        let markers = imageTokenID.map { id in request.promptTokens.filter { $0 == id }.count } ?? 0
+        if markers != request.images.count {
+            if imageTokenID == nil && !request.images.isEmpty { throw RequestError.imageTokenUnknown }
+            throw RequestError.imageCountMismatch(markers: markers, images: request.images.count)
+        }
+        let s = model.config.vision.imageSize
+        for image in request.images { precondition(image.shape == [3, s, s], "images must be preprocessed to [3, \(s), \(s)]") }
+        guard let imageTokenID else { return Array(repeating: nil, count: request.promptTokens.count) }
+        return ImageAttention.imageIndices(tokens: request.promptTokens, imageTokenID: imageTokenID,
+                                           endOfSequenceTokenID: text.eosTokenIDs.first)
+    }
+
+    /// Generates up to `maxTokens`, calling `onToken` after each (return false to stop early).
+    public func generate(_ request: GenerationRequest, onToken: (Int) -> Bool = { _ in true }) throws -> GenerationResult {
+        let imageIndex = try validate(request)
+        guard let embedding = model.embedding, let head = model.head else {
+            preconditionFailure("Generator needs the whole model")
+        }
+        var cache = model.language.makeCache()
+        for pixels in request.images {
+            model.language.attachImage(model.visualTokens(pixels: pixels), to: &cache)
+        }
+        var h = embedding(request.promptTokens)
+        model.language.forward(&h, imageIndex: imageIndex, cache: &cache)
+        let last = h.rows((h.dim(0) - 1)..<h.dim(0))
+        var logits = head(last).scalars
+        let promptLogits = logits
+        var sampler = Sampler(request.sampling)
+        var tokens: [Int] = []
+        // A decode step reuses the image-attention row of the last prompt token.
+        let decodeImage = imageIndex.last ?? nil
+        while true {
+            let token = sampler.next(logits: logits)
+            tokens.append(token)
+            if request.stopTokens.contains(token) || !onToken(token) {
+                return GenerationResult(tokens: tokens, finishReason: .stop, promptLogits: promptLogits)
+            }
+            if tokens.count >= request.maxTokens {
+                return GenerationResult(tokens: tokens, finishReason: .length, promptLogits: promptLogits)
+            }
+            var step = embedding([token])
+            model.language.forward(&step, imageIndex: [decodeImage], cache: &cache)
+            logits = head(step).scalars
+        }
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+
+/// How the next token is chosen from logits.
+public enum SamplingParameters: Sendable, Equatable {
+    /// Argmax; ties go to the lowest id (as torch.argmax).
+    case greedy
+    /// Softmax(logits / temperature), keep the smallest set of tokens whose probability reaches
+    /// `topP`, draw with a seeded generator.
+    case sample(temperature: Float, topP: Float, seed: UInt64)
+}
+
+/// A small, fast, seedable generator (SplitMix64), so a seed reproduces a sampled answer.
+public struct SeededGenerator: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+/// Picks tokens for one sequence; holds the random state across steps.
+public struct Sampler: Sendable {
+    public let parameters: SamplingParameters
+    private var generator: SeededGenerator
+
+    public init(_ parameters: SamplingParameters) {
+        self.parameters = parameters
+        if case .sample(_, _, let seed) = parameters {
+            generator = SeededGenerator(seed: seed)
+        } else {
+            generator = SeededGenerator(seed: 0)
+        }
+    }
+
+    public mutating func next(logits: [Float]) -> Int {
+        switch parameters {
+        case .greedy:
+            return Self.argmax(logits)
+        case .sample(let temperature, let topP, _):
+            if temperature <= 0 { return Self.argmax(logits) }
+            let maxLogit = logits.max() ?? 0
+            var probabilities = logits.map { exp(($0 - maxLogit) / temperature) }
+            let total = probabilities.reduce(0, +)
+            for i in probabilities.indices { probabilities[i] /= total }
+            let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
+            var kept: [Int] = []
+            var mass: Float = 0
+            for i in order {
+                kept.append(i)
+                mass += probabilities[i]
+                if mass >= topP { break }
+            }
+            let draw = Float(Double(generator.next() >> 11) / Double(1 << 53)) * mass
+            var acc: Float = 0
+            for i in kept {
+                acc += probabilities[i]
+                if draw < acc { return i }
+            }
+            return kept.last ?? Self.argmax(logits)
+        }
+    }
+
+    public static func argmax(_ v: [Float]) -> Int {
+        var best = 0
+        for i in v.indices where v[i] > v[best] { best = i }
+        return best
+    }
+}

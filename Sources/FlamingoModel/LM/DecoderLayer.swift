@@ -1,0 +1,90 @@
+import FlamingoCore
+
+// LLaMA decoder layer as IdeficsDecoderLayer in transformers/models/idefics/modeling_idefics.py.
+
+/// gate/up/down SwiGLU feed-forward (any gated activation).
+struct GatedMLP: Sendable {
+    let gate, up, down: Linear
+    let activation: Activation
+
+    init(_ w: WeightScope, width: Int, intermediate: Int, activation: Activation) throws {
+        gate = try Linear(w, "gate_proj", in: width, out: intermediate)
+        up = try Linear(w, "up_proj", in: width, out: intermediate)
+        down = try Linear(w, "down_proj", in: intermediate, out: width)
+        self.activation = activation
+    }
+
+    /// x: [T, C] → [T, C]
+    func callAsFunction(_ x: Tensor) -> Tensor {
+        down(gatedActivate(gate: gate(x), up: up(x), activation))
+    }
+
+    var weightBytes: Int { gate.weightBytes + up.weightBytes + down.weightBytes }
+}
+
+/// Causal self-attention with RoPE and a KV cache.
+struct SelfAttention: Sendable {
+    let q, k, v, o: Linear
+    let headCount: Int
+    let rope: RotaryEmbedding
+
+    init(_ w: WeightScope, config: FlamingoConfig.Text) throws {
+        let c = config.hiddenSize
+        q = try Linear(w, "q_proj", in: c, out: c)
+        k = try Linear(w, "k_proj", in: c, out: c)
+        v = try Linear(w, "v_proj", in: c, out: c)
+        o = try Linear(w, "o_proj", in: c, out: c)
+        headCount = config.headCount
+        rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeTheta)
+    }
+
+    /// x: [T, C] at positions cache.length ..< cache.length + T → [T, C]; appends to the cache.
+    func callAsFunction(_ x: Tensor, cache: inout LayerKVCache) -> Tensor {
+        let c = x.dim(-1)
+        let t = x.count / c
+        let start = cache.length
+        let positions = Array(start..<(start + t))
+        var queries = q(x)
+        var keys = k(x)
+        rope.apply(&queries, positions: positions)
+        rope.apply(&keys, positions: positions)
+        cache.append(keys: keys, values: v(x))
+        let headDim = c / headCount
+        var out = Tensor(zeros: [t, c])
+        out.withMutableFloats { o in
+            queries.withFloats { qp in
+                cache.withKeysAndValues { kp, vp in
+                    attention(out: o.baseAddress!, q: qp.baseAddress!, k: kp, v: vp, t: t, s: start + t,
+                              heads: headCount, headDim: headDim, scale: 1 / Float(headDim).squareRoot(),
+                              mask: .causal(offset: start))
+                }
+            }
+        }
+        return o(out)
+    }
+
+    var weightBytes: Int { q.weightBytes + k.weightBytes + v.weightBytes + o.weightBytes }
+}
+
+/// h += attn(RMSNorm(h)); h += MLP(RMSNorm(h)).
+public struct DecoderLayer: Sendable {
+    let inputLayerNorm, postAttentionLayerNorm: RMSNorm
+    let selfAttention: SelfAttention
+    let mlp: GatedMLP
+
+    init(_ w: WeightScope, config: FlamingoConfig.Text) throws {
+        let c = config.hiddenSize
+        inputLayerNorm = try RMSNorm(w, "input_layernorm", width: c, eps: config.rmsNormEps)
+        selfAttention = try SelfAttention(w.scope("self_attn"), config: config)
+        postAttentionLayerNorm = try RMSNorm(w, "post_attention_layernorm", width: c, eps: config.rmsNormEps)
+        mlp = try GatedMLP(w.scope("mlp"), width: c, intermediate: config.intermediateSize, activation: config.activation)
+    }
+
+    /// h: [T, C], updated in place.
+    func callAsFunction(_ h: inout Tensor, cache: inout LayerKVCache) {
+        addScaled(&h, selfAttention(inputLayerNorm(h), cache: &cache))
+        addScaled(&h, mlp(postAttentionLayerNorm(h)))
+    }
+
+    var weightBytes: Int { selfAttention.weightBytes + mlp.weightBytes + 2 * inputLayerNorm.weight.byteCount }
+}

@@ -1,0 +1,108 @@
+import Foundation
+import FlamingoCore
+
+// GATED XATTN-DENSE, as IdeficsGatedCrossAttentionLayer in transformers/models/idefics/modeling_idefics.py:
+//   h += tanh(alpha_cross_attn) · gate_t · o_proj(xattn(RMSNorm(h), visual tokens of t's image))
+//   h += tanh(alpha_dense) · MLP(RMSNorm(h))
+// gate_t is 0 for a token that sees no image; the dense branch runs for every token.
+
+/// A learned tanh gate: one scalar (`alpha_type: float`) or one value per channel (`vector`).
+struct TanhGate: Sendable {
+    let values: [Float]
+
+    init(_ w: WeightScope, _ key: String, width: Int) throws {
+        let stored = w.storedShape(key) ?? [1]
+        let shape = stored.reduce(1, *) == 1 ? stored : [1, 1, width]
+        values = try w.take(key, shape: shape).scalars.map { tanh($0) }
+    }
+
+    /// h += gate · x
+    func addGated(_ h: inout Tensor, _ x: Tensor) {
+        if values.count == 1 {
+            addScaled(&h, x, scale: values[0])
+            return
+        }
+        let c = values.count
+        h.withMutableFloats { hv in
+            x.withFloats { xv in
+                for i in 0..<hv.count { hv[i] += values[i % c] * xv[i] }
+            }
+        }
+    }
+}
+
+public struct GatedCrossAttentionBlock: Sendable {
+    let inputLayerNorm, postAttentionLayerNorm: RMSNorm
+    let q, k, v, o: Linear
+    let qLayerNorm, kLayerNorm: RMSNorm?
+    let mlp: GatedMLP
+    let attentionGate, denseGate: TanhGate
+    let headCount: Int
+
+    init(_ w: WeightScope, config: FlamingoConfig) throws {
+        let text = config.text
+        let c = text.hiddenSize
+        let kv = config.visualTokenWidth
+        inputLayerNorm = try RMSNorm(w, "input_layernorm", width: c, eps: text.rmsNormEps)
+        postAttentionLayerNorm = try RMSNorm(w, "post_attention_layernorm", width: c, eps: text.rmsNormEps)
+        let a = w.scope("cross_attn")
+        q = try Linear(a, "q_proj", in: c, out: c)
+        k = try Linear(a, "k_proj", in: kv, out: c)
+        v = try Linear(a, "v_proj", in: kv, out: c)
+        o = try Linear(a, "o_proj", in: c, out: c)
+        qLayerNorm = config.qkLayerNorms ? try RMSNorm(a, "q_layer_norm", width: text.headDim, eps: text.rmsNormEps) : nil
+        kLayerNorm = config.qkLayerNorms ? try RMSNorm(a, "k_layer_norm", width: text.headDim, eps: text.rmsNormEps) : nil
+        mlp = try GatedMLP(w.scope("mlp"), width: c, intermediate: text.intermediateSize, activation: text.activation)
+        attentionGate = try TanhGate(w, "alpha_cross_attn", width: c)
+        denseGate = try TanhGate(w, "alpha_dense", width: c)
+        headCount = text.headCount
+    }
+
+    /// Weight bytes read per decoded token (k/v projections run once per image, not per token).
+    var weightBytesPerToken: Int { q.weightBytes + o.weightBytes + mlp.weightBytes }
+
+    /// Projects one image's visual tokens [L, Dv] to this block's keys and values (done once per image).
+    public func keysAndValues(visualTokens: Tensor) -> CrossAttentionKV {
+        var keys = k(visualTokens)
+        kLayerNorm?.applyPerSlice(&keys)
+        return CrossAttentionKV(keys: keys, values: v(visualTokens))
+    }
+
+    /// h: [T, C] in place. `imageIndex[t]` is the image token t sees (nil: none); `images` holds
+    /// this block's K/V for every image of the sequence.
+    func callAsFunction(_ h: inout Tensor, imageIndex: [Int?], images: [CrossAttentionKV]) {
+        let c = h.dim(-1)
+        let t = h.count / c
+        if imageIndex.contains(where: { $0 != nil }) {
+            var queries = q(inputLayerNorm(h))
+            qLayerNorm?.applyPerSlice(&queries)
+            let headDim = c / headCount
+            var attended = Tensor(zeros: [t, c])
+            attended.withMutableFloats { out in
+                queries.withFloats { qp in
+                    // Runs of consecutive tokens that see the same image attend together.
+                    var start = 0
+                    while start < t {
+                        var end = start + 1
+                        while end < t && imageIndex[end] == imageIndex[start] { end += 1 }
+                        if let image = imageIndex[start] {
+                            let kv = images[image]
+                            kv.keys.withFloats { kp in
+                                kv.values.withFloats { vp in
+                                    attention(out: out.baseAddress! + start * c, q: qp.baseAddress! + start * c,
+                                              k: kp.baseAddress!, v: vp.baseAddress!, t: end - start,
+                                              s: kv.keys.dim(0), heads: headCount, headDim: headDim,
+                                              scale: 1 / Float(headDim).squareRoot(), mask: .none)
+                                }
+                            }
+                        }
+                        start = end
+                    }
+                }
+            }
+            // Rows of tokens without an image stay zero, and o_proj has no bias: the gate is exact.
+            attentionGate.addGated(&h, o(attended))
+        }
+        denseGate.addGated(&h, mlp(postAttentionLayerNorm(h)))
+    }
+}

@@ -1,0 +1,151 @@
+import FlamingoCore
+
+/// Token embeddings: ids < vocab_size read `embed_tokens.weight`; ids >= it read
+/// `embed_tokens.additional_embedding.weight[id - vocab_size]` (IdeficsDecoupledEmbedding).
+public struct TokenEmbedding: Sendable {
+    let base: Tensor
+    let additional: Tensor?
+    public let vocabSize: Int
+
+    init(_ w: WeightScope, config: FlamingoConfig.Text) throws {
+        base = try w.take("weight", shape: [config.vocabSize, config.hiddenSize])
+        additional = config.additionalVocabSize > 0
+            ? try w.take("additional_embedding.weight", shape: [config.additionalVocabSize, config.hiddenSize]) : nil
+        vocabSize = config.vocabSize
+    }
+
+    /// ids (each < total vocabulary; checked by the caller) → [T, C]
+    public func callAsFunction(_ ids: [Int]) -> Tensor {
+        let c = base.dim(1)
+        var out = Tensor(zeros: [ids.count, c])
+        out.withMutableFloats { dst in
+            for (i, id) in ids.enumerated() {
+                let (table, row) = id < vocabSize ? (base, id) : (additional!, id - vocabSize)
+                let rowTensor = table.rows(row..<(row + 1)).toF32()
+                rowTensor.withFloats { src in
+                    for j in 0..<c { dst[i * c + j] = src[j] }
+                }
+            }
+        }
+        return out
+    }
+}
+
+/// Final RMSNorm and the LM head: logits = concat(lm_head·h, additional_fc·h) (IdeficsDecoupledLinear).
+public struct OutputHead: Sendable {
+    let norm: RMSNorm
+    let head: Linear
+    let additional: Linear?
+
+    init(_ w: WeightScope, config: FlamingoConfig.Text, tiedEmbedding: TokenEmbedding?) throws {
+        norm = try RMSNorm(w.scope("model"), "norm", width: config.hiddenSize, eps: config.rmsNormEps)
+        let headScope = w.scope("lm_head")
+        if config.tieWordEmbeddings && !w.contains("lm_head.weight") {
+            guard let tied = tiedEmbedding else {
+                throw ModelLoadError.missingTensor(name: "lm_head.weight", searched: w.store.directory.path)
+            }
+            head = Linear(weight: tied.base)
+            additional = tied.additional.map { Linear(weight: $0) }
+        } else {
+            head = try Linear(w, "lm_head", in: config.hiddenSize, out: config.vocabSize)
+            additional = config.additionalVocabSize > 0
+                ? try Linear(headScope, "additional_fc", in: config.hiddenSize, out: config.additionalVocabSize) : nil
+        }
+    }
+
+    /// Weight bytes read per decoded token.
+    public var weightBytes: Int { head.weightBytes + (additional?.weightBytes ?? 0) }
+
+    /// h: [T, C] → logits [T, vocab + additional]
+    public func callAsFunction(_ h: Tensor) -> Tensor {
+        let normed = norm(h)
+        let main = head(normed)
+        guard let additional else { return main }
+        let extra = additional(normed)
+        let t = h.count / h.dim(-1)
+        let (n1, n2) = (main.dim(-1), extra.dim(-1))
+        var out = Tensor(zeros: [t, n1 + n2])
+        out.withMutableFloats { o in
+            main.withFloats { m in
+                extra.withFloats { e in
+                    for r in 0..<t {
+                        for j in 0..<n1 { o[r * (n1 + n2) + j] = m[r * n1 + j] }
+                        for j in 0..<n2 { o[r * (n1 + n2) + n1 + j] = e[r * n2 + j] }
+                    }
+                }
+            }
+        }
+        return out
+    }
+}
+
+extension Linear {
+    /// A bias-free layer over an existing weight (tied embeddings).
+    init(weight: Tensor) {
+        self.weight = weight
+        self.bias = nil
+    }
+}
+
+/// The language model restricted to a range of decoder layers, with the gated cross-attention
+/// blocks that run before those layers. A single process owns `0..<layerCount`; a pipeline
+/// stage owns a sub-range. Same code either way.
+public struct LanguageModel: Sendable {
+    public let config: FlamingoConfig
+    public let layerRange: Range<Int>
+    let layers: [DecoderLayer]
+    /// Gated cross-attention blocks by block index (only those before owned layers).
+    let crossAttentionBlocks: [Int: GatedCrossAttentionBlock]
+
+    init(_ w: WeightScope, config: FlamingoConfig, layers range: Range<Int>, progress: (String) -> Void = { _ in }) throws {
+        self.config = config
+        layerRange = range
+        layers = try range.map {
+            progress("layer \($0 + 1)/\(config.text.layerCount)")
+            return try DecoderLayer(w.scope("layers", $0), config: config.text)
+        }
+        var blocks: [Int: GatedCrossAttentionBlock] = [:]
+        for layer in range {
+            if let b = config.crossAttentionBlock(beforeLayer: layer) {
+                blocks[b] = try GatedCrossAttentionBlock(w.scope("gated_cross_attn_layers", b), config: config)
+            }
+        }
+        crossAttentionBlocks = blocks
+    }
+
+    /// Weight bytes the owned layers read for each decoded token.
+    public var weightBytesPerToken: Int {
+        layers.reduce(0) { $0 + $1.weightBytes } + crossAttentionBlocks.values.reduce(0) { $0 + $1.weightBytesPerToken }
+    }
+
+    /// True when some owned layer has a gated cross-attention block before it (needs visual tokens).
+    public var crossAttends: Bool { !crossAttentionBlocks.isEmpty }
+
+    /// A fresh cache for one sequence on these layers.
+    public func makeCache() -> SequenceCache {
+        SequenceCache(layers: layerRange, width: config.text.hiddenSize)
+    }
+
+    /// Attaches one image's visual tokens [L, Dv] to a sequence: each owned block computes and
+    /// caches its K/V for it.
+    public func attachImage(_ visualTokens: Tensor, to cache: inout SequenceCache) {
+        for (index, block) in crossAttentionBlocks {
+            cache.crossAttention[index, default: []].append(block.keysAndValues(visualTokens: visualTokens))
+        }
+        cache.imageCount += 1
+    }
+
+    /// Runs the owned layers on h [T, C] (the next T positions of the sequence) in place.
+    /// `imageIndex[t]`: which attached image token t cross-attends to (nil: none).
+    public func forward(_ h: inout Tensor, imageIndex: [Int?], cache: inout SequenceCache) {
+        precondition(imageIndex.count == h.dim(0), "one image index per token")
+        precondition(imageIndex.allSatisfy { $0 == nil || $0! < cache.imageCount }, "image index beyond attached images")
+        for (i, layer) in layers.enumerated() {
+            let index = layerRange.lowerBound + i
+            if let b = config.crossAttentionBlock(beforeLayer: index), let block = crossAttentionBlocks[b] {
+                block(&h, imageIndex: imageIndex, images: cache.crossAttention[b] ?? [])
+            }
+            layer(&h, cache: &cache.selfAttention[i])
+        }
+    }
+}

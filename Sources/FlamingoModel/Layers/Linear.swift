@@ -1,0 +1,78 @@
+import FlamingoCore
+
+/// y = x·Wᵀ (+ b), W [out, in] in its stored dtype.
+public struct Linear: Sendable {
+    public let weight: Tensor
+    public let bias: Tensor?
+
+    public var inFeatures: Int { weight.dim(1) }
+    public var outFeatures: Int { weight.dim(0) }
+
+    /// Reads `<key>.weight` (and `<key>.bias` when `bias`) from `w`.
+    public init(_ w: WeightScope, _ key: String, in inFeatures: Int, out outFeatures: Int, bias: Bool = false) throws {
+        weight = try w.take(key + ".weight", shape: [outFeatures, inFeatures])
+        self.bias = bias ? try w.take(key + ".bias", shape: [outFeatures]) : nil
+    }
+
+    /// x: [T, in] → [T, out]
+    public func callAsFunction(_ x: Tensor) -> Tensor {
+        linear(x, weight: weight, bias: bias)
+    }
+
+    /// Bytes of weights this layer maps.
+    public var weightBytes: Int { weight.byteCount + (bias?.byteCount ?? 0) }
+}
+
+/// RMSNorm with a learned scale (LLaMA; IDEFICS's q/k norms).
+public struct RMSNorm: Sendable {
+    public let weight: Tensor
+    public let eps: Float
+
+    public init(_ w: WeightScope, _ key: String, width: Int, eps: Float) throws {
+        weight = try w.take(key + ".weight", shape: [width]).toF32()
+        self.eps = eps
+    }
+
+    /// x: [T, C] → [T, C]
+    public func callAsFunction(_ x: Tensor) -> Tensor { rmsNorm(x, weight: weight, eps: eps) }
+
+    /// Normalises each `weight.count`-wide slice of every row in place (per-head q/k norms).
+    public func applyPerSlice(_ x: inout Tensor) {
+        let c = weight.count
+        let eps = eps
+        x.withMutableFloats { v in
+            weight.withFloats { w in
+                for s in 0..<(v.count / c) { rmsNormRow(v.baseAddress! + s * c, w.baseAddress!, c, eps) }
+            }
+        }
+    }
+}
+
+/// LayerNorm with weight and bias (CLIP, Perceiver Resampler).
+public struct LayerNorm: Sendable {
+    public let weight: Tensor
+    public let bias: Tensor
+    public let eps: Float
+
+    public init(_ w: WeightScope, _ key: String, width: Int, eps: Float) throws {
+        weight = try w.take(key + ".weight", shape: [width]).toF32()
+        bias = try w.take(key + ".bias", shape: [width]).toF32()
+        self.eps = eps
+    }
+
+    /// x: [T, C] → [T, C]
+    public func callAsFunction(_ x: Tensor) -> Tensor { layerNorm(x, weight: weight, bias: bias, eps: eps) }
+
+    /// Normalises each `weight.count`-wide slice of every row in place (per-head q/k norms).
+    public func applyPerSlice(_ x: inout Tensor) {
+        let c = weight.count
+        let eps = eps
+        x.withMutableFloats { v in
+            weight.withFloats { w in
+                bias.withFloats { b in
+                    for s in 0..<(v.count / c) { layerNormRow(v.baseAddress! + s * c, w.baseAddress!, b.baseAddress!, c, eps) }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+import FlamingoCore
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Errors loading a checkpoint. Every case names the file and, where there is one, the tensor.
+public enum ModelLoadError: Error, LocalizedError, Equatable {
+    case missingDirectory(String)
+    case missingFile(String)
+    case badHeader(file: String, reason: String)
+    case truncated(file: String, tensor: String, needed: Int, available: Int)
+    case unknownDType(file: String, tensor: String, dtype: String)
+    case missingTensor(name: String, searched: String)
+    case shapeMismatch(name: String, expected: [Int], got: [Int])
+    case unexpectedTensors(names: [String])
+    case badIndex(file: String, reason: String)
+
+    public var errorDescription: String? {
+        switch self {
+        case .missingDirectory(let dir): "model directory \(dir) does not exist"
+        case .missingFile(let file): "missing \(file)"
+        case .badHeader(let file, let reason): "\(file): bad safetensors header: \(reason)"
+        case .truncated(let file, let tensor, let needed, let available):
+            "\(file): truncated: tensor '\(tensor)' needs bytes up to \(needed) but the data section has \(available)"
+        case .unknownDType(let file, let tensor, let dtype):
+            "\(file): tensor '\(tensor)' has unsupported dtype '\(dtype)' (supported: F32, F16, BF16)"
+        case .missingTensor(let name, let searched): "missing tensor '\(name)' (searched \(searched))"
+        case .shapeMismatch(let name, let expected, let got):
+            "tensor '\(name)' has wrong shape: expected \(expected), got \(got)"
+        case .unexpectedTensors(let names):
+            "checkpoint has \(names.count) tensor(s) the model does not use: \(names.prefix(5).joined(separator: ", "))\(names.count > 5 ? ", ..." : "")"
+        case .badIndex(let file, let reason): "\(file): \(reason)"
+        }
+    }
+}
+
+/// A read-only memory mapping of a whole file, unmapped when the last reference goes.
+final class MappedFile: @unchecked Sendable {
+    let path: String
+    let base: UnsafeRawPointer
+    let size: Int
+
+    init(path: String) throws {
+        self.path = path
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { throw ModelLoadError.missingFile(path) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw ModelLoadError.missingFile(path) }
+        size = Int(st.st_size)
+        guard size > 0 else {
+            throw ModelLoadError.badHeader(file: path, reason: "file is empty")
+        }
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw ModelLoadError.badHeader(file: path, reason: "cannot mmap: \(String(cString: strerror(errno)))")
+        }
+        base = UnsafeRawPointer(p)
+    }
+
+    deinit { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+}
+
+/// One `.safetensors` file: `u64 header length | JSON header | data`, memory-mapped. The header is
+/// validated in full on open (dtypes, shapes, offsets inside the data, sizes consistent), so a
+/// tensor handed out is always backed by real bytes.
+public struct SafetensorsFile: Sendable {
+    public struct Entry: Sendable, Equatable {
+        public let dtype: DType
+        public let shape: [Int]
+        /// Byte range inside the data section.
+        public let range: Range<Int>
+    }
+
+    public let path: String
+    public let entries: [String: Entry]
+    public let metadata: [String: String]
+    private let file: MappedFile
+    private let dataOffset: Int
+
+    /// Largest header accepted (the format's own limit is 100 MB).
+    static let maxHeaderBytes = 100_000_000
+
+    public init(path: String) throws {
+        let file = try MappedFile(path: path)
+        self.file = file
+        self.path = path
+        guard file.size >= 8 else {
+            throw ModelLoadError.badHeader(file: path, reason: "file is \(file.size) bytes, shorter than the 8-byte length prefix")
+        }
+        let headerLength = Int(clamping: UInt64(littleEndian: file.base.loadUnaligned(as: UInt64.self)))
+        guard headerLength >= 2, headerLength <= Self.maxHeaderBytes else {
+            throw ModelLoadError.badHeader(file: path, reason: "header length \(headerLength) is out of range")
+        }
+        guard 8 + headerLength <= file.size else {
+            throw ModelLoadError.badHeader(file: path, reason: "header length \(headerLength) runs past the end of the \(file.size)-byte file")
+        }
+        let headerData = Data(bytes: file.base + 8, count: headerLength)
+        guard let json = try? JSONSerialization.jsonObject(with: headerData), let header = json as? [String: Any] else {
+            throw ModelLoadError.badHeader(file: path, reason: "header is not a JSON object")
+        }
+        dataOffset = 8 + headerLength
+        let dataSize = file.size - dataOffset
+        var entries: [String: Entry] = [:]
+        var metadata: [String: String] = [:]
+        for (name, value) in header {
+            if name == "__metadata__" {
+                if let m = value as? [String: String] { metadata = m }
+                continue
+            }
+            guard let info = value as? [String: Any],
+                  let dtypeName = info["dtype"] as? String,
+                  let shapeAny = info["shape"] as? [Any],
+                  let offsetsAny = info["data_offsets"] as? [Any], offsetsAny.count == 2 else {
+                throw ModelLoadError.badHeader(file: path, reason: "entry '\(name)' lacks dtype, shape or data_offsets")
+            }
+            guard let dtype = DType(rawValue: dtypeName) else {
+                throw ModelLoadError.unknownDType(file: path, tensor: name, dtype: dtypeName)
+            }
+            let shape = shapeAny.compactMap { ($0 as? NSNumber)?.intValue }
+            let offsets = offsetsAny.compactMap { ($0 as? NSNumber)?.intValue }
+            guard shape.count == shapeAny.count, offsets.count == 2, shape.allSatisfy({ $0 >= 0 }),
+                  offsets[0] >= 0, offsets[0] <= offsets[1] else {
+                throw ModelLoadError.badHeader(file: path, reason: "entry '\(name)' has an invalid shape or offsets")
+            }
+            var elements = 1
+            for d in shape {
+                let (p, overflow) = elements.multipliedReportingOverflow(by: d)
+                guard !overflow, p <= Int(Int32.max) * 64 else {
+                    throw ModelLoadError.badHeader(file: path, reason: "entry '\(name)' shape \(shape) is too large")
+                }
+                elements = p
+            }
+            guard offsets[1] - offsets[0] == elements * dtype.size else {
+                throw ModelLoadError.badHeader(
+                    file: path,
+                    reason: "entry '\(name)': \(offsets[1] - offsets[0]) bytes for shape \(shape) of \(dtypeName) (needs \(elements * dtype.size))")
+            }
+            guard offsets[1] <= dataSize else {
+                throw ModelLoadError.truncated(file: path, tensor: name, needed: offsets[1], available: dataSize)
+            }
+            entries[name] = Entry(dtype: dtype, shape: shape, range: offsets[0]..<offsets[1])
+        }
+        // Tensors may not overlap: a crafted header must not alias one tensor's bytes as another's.
+        let sorted = entries.sorted { $0.value.range.lowerBound < $1.value.range.lowerBound }
+        for (a, b) in zip(sorted, sorted.dropFirst()) where a.value.range.upperBound > b.value.range.lowerBound {
+            throw ModelLoadError.badHeader(file: path, reason: "tensors '\(a.key)' and '\(b.key)' overlap")
+        }
+        self.entries = entries
+        self.metadata = metadata
+    }
+
+    /// The tensor `name`, viewing the mapped bytes (no copy).
+    public func tensor(_ name: String) -> Tensor? {
+        guard let e = entries[name] else { return nil }
+        let address = file.base + dataOffset + e.range.lowerBound
+        if Int(bitPattern: address) % e.dtype.size != 0 {
+            // Old writers did not pad the header; copy rather than read misaligned elements.
+            let owned = TensorStorage(byteCount: e.range.count)
+            owned.base.copyMemory(from: address, byteCount: e.range.count)
+            return Tensor(dtype: e.dtype, shape: e.shape, storage: owned)
+        }
+        let storage = TensorStorage(borrowing: address, byteCount: e.range.count, owner: file)
+        return Tensor(dtype: e.dtype, shape: e.shape, storage: storage)
+    }
+}

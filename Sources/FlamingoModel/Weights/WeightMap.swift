@@ -1,0 +1,22 @@
+/// Where each part of an IDEFICS checkpoint lives (tensor name prefixes as transformers writes
+/// them). The only place checkpoint names are spelled out above the block level.
+public enum WeightMap {
+    public static let vision = "model.vision_model"
+    public static let resampler = "model.perceiver_resampler"
+    public static let embedding = "model.embed_tokens"
+    public static let layers = "model.layers"
+    public static let crossAttentionLayers = "model.gated_cross_attn_layers"
+    /// The root: the output head reads `model.norm` and `lm_head` from here.
+    public static let root = ""
+
+    /// Prefix of decoder layer `i`'s tensors.
+    public static func layer(_ i: Int) -> String { "\(layers).\(i)." }
+    /// Prefix of gated cross-attention block `i`'s tensors.
+    public static func crossAttentionLayer(_ i: Int) -> String { "\(crossAttentionLayers).\(i)." }
+    public static let outputHead = ["model.norm.", "lm_head."]
+
+    /// Buffers some writers save that carry no weights (recomputed from the config).
+    public static func isIgnorable(_ name: String) -> Bool {
+        name.hasSuffix("rotary_emb.inv_freq") || name.hasSuffix("position_ids")
+    }
+}

@@ -1,0 +1,161 @@
+import FlamingoCore
+import Foundation
+import Synchronization
+
+/// All tensors of a checkpoint directory (one `model.safetensors`, or shards listed by
+/// `model.safetensors.index.json`), mapped lazily per shard. Tracks which names the model took,
+/// so a load can fail on leftovers as well as on missing tensors.
+public final class WeightStore: Sendable {
+    public let directory: URL
+    /// Tensor name → shard file name.
+    private let fileForTensor: [String: String]
+    private let shards: Mutex<[String: SafetensorsFile]>
+    /// Names handed out so far, with their sizes in bytes.
+    private let taken = Mutex<[String: Int]>([:])
+    /// Set for a synthetic store: every `take` makes deterministic random weights of the asked
+    /// shape (benchmarks of preset shapes without checkpoints; each process makes only its own).
+    private let synthetic: (seed: UInt64, dtype: DType)?
+
+    public static let singleFileName = "model.safetensors"
+    public static let indexFileName = "model.safetensors.index.json"
+
+    public init(directory: URL) throws {
+        self.directory = directory
+        self.synthetic = nil
+        let fm = FileManager.default
+        let indexURL = directory.appendingPathComponent(Self.indexFileName)
+        let singleURL = directory.appendingPathComponent(Self.singleFileName)
+        if fm.fileExists(atPath: indexURL.path) {
+            guard let data = try? Data(contentsOf: indexURL),
+                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+                  let map = json["weight_map"] as? [String: String] else {
+                throw ModelLoadError.badIndex(file: indexURL.path, reason: "not a JSON object with a \"weight_map\" of tensor name to file")
+            }
+            for file in Set(map.values) where file.contains("/") || file.hasPrefix(".") {
+                throw ModelLoadError.badIndex(file: indexURL.path, reason: "shard name '\(file)' is not a file in the model directory")
+            }
+            fileForTensor = map
+            // Open every shard now: a bad or missing shard fails the load, not a later request.
+            var opened: [String: SafetensorsFile] = [:]
+            for file in Set(map.values).sorted() {
+                let url = directory.appendingPathComponent(file)
+                guard fm.fileExists(atPath: url.path) else { throw ModelLoadError.missingFile(url.path) }
+                opened[file] = try SafetensorsFile(path: url.path)
+            }
+            for (name, file) in map where opened[file]?.entries[name] == nil {
+                throw ModelLoadError.badIndex(file: indexURL.path, reason: "tensor '\(name)' is listed in \(file) but that file does not contain it")
+            }
+            shards = Mutex(opened)
+        } else if fm.fileExists(atPath: singleURL.path) {
+            let file = try SafetensorsFile(path: singleURL.path)
+            fileForTensor = Dictionary(uniqueKeysWithValues: file.entries.keys.map { ($0, Self.singleFileName) })
+            shards = Mutex([Self.singleFileName: file])
+        } else {
+            throw ModelLoadError.missingFile("\(singleURL.path) (or \(Self.indexFileName))")
+        }
+    }
+
+    /// A store with no files whose tensors are random, seeded by `seed` and the tensor's name.
+    public init(syntheticSeed seed: UInt64, dtype: DType) {
+        directory = URL(fileURLWithPath: "/synthetic")
+        fileForTensor = [:]
+        shards = Mutex([:])
+        synthetic = (seed, dtype)
+    }
+
+    public var tensorNames: [String] { fileForTensor.keys.sorted() }
+
+    public func contains(_ name: String) -> Bool { synthetic != nil || fileForTensor[name] != nil }
+
+    /// Bytes of weights handed out so far (what this process maps or made).
+    public var takenBytes: Int { taken.withLock { $0.values.reduce(0, +) } }
+
+    /// Shape and dtype without mapping anything.
+    public func entry(_ name: String) -> SafetensorsFile.Entry? {
+        guard let file = fileForTensor[name] else { return nil }
+        return shards.withLock { $0[file]?.entries[name] }
+    }
+
+    /// Takes tensor `name`, checking its shape.
+    public func take(_ name: String, shape: [Int]) throws -> Tensor {
+        if let synthetic {
+            let t = Self.randomTensor(shape: shape, dtype: synthetic.dtype, seed: synthetic.seed ^ Self.hash(name))
+            taken.withLock { $0[name] = t.byteCount }
+            return t
+        }
+        guard let fileName = fileForTensor[name],
+              let t = shards.withLock({ $0[fileName]?.tensor(name) }) else {
+            throw ModelLoadError.missingTensor(name: name, searched: directory.path)
+        }
+        guard t.shape == shape else {
+            throw ModelLoadError.shapeMismatch(name: name, expected: shape, got: t.shape)
+        }
+        taken.withLock { $0[name] = t.byteCount }
+        return t
+    }
+
+    /// FNV-1a, stable across runs (Swift's Hasher is seeded per process).
+    static func hash(_ name: String) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+        return h
+    }
+
+    /// Uniform values in ±0.05 (small enough that activations stay finite through many layers).
+    static func randomTensor(shape: [Int], dtype: DType, seed: UInt64) -> Tensor {
+        var t = Tensor(zeros: shape, dtype: dtype)
+        let count = t.count
+        let chunk = 1 << 16
+        let fill: (UnsafeMutableRawPointer) -> Void = { base in
+            parallelFor((count + chunk - 1) / chunk) { chunks in
+                for c in chunks {
+                    var rng = SeededGenerator(seed: seed &+ UInt64(c) &* 0x9E37_79B9_7F4A_7C15)
+                    for i in (c * chunk)..<min(count, (c + 1) * chunk) {
+                        let u = Float(rng.next() >> 40) / Float(1 << 24) * 0.1 - 0.05
+                        switch dtype {
+                        case .f32: base.storeBytes(of: u, toByteOffset: i * 4, as: Float.self)
+                        case .bf16: base.storeBytes(of: floatToBF16(u), toByteOffset: i * 2, as: UInt16.self)
+                        case .f16: base.storeBytes(of: Float16(u).bitPattern, toByteOffset: i * 2, as: UInt16.self)
+                        }
+                    }
+                }
+            }
+        }
+        t.withUnsafeMutableRawBytes { fill($0.baseAddress!) }
+        return t
+    }
+
+    /// Names under any of `prefixes` that were never taken (ignoring `ignoring`).
+    public func untakenNames(prefixes: [String], ignoring: (String) -> Bool = { _ in false }) -> [String] {
+        let done = taken.withLock { $0 }
+        return fileForTensor.keys.filter { name in
+            done[name] == nil && !ignoring(name) && prefixes.contains { name.hasPrefix($0) }
+        }.sorted()
+    }
+}
+
+/// A view of a `WeightStore` under a name prefix: blocks read their own relative keys
+/// (`w.scope("layers", 3).take("self_attn.q_proj.weight", ...)`) and never spell full names.
+public struct WeightScope: Sendable {
+    public let store: WeightStore
+    public let prefix: String
+
+    public init(store: WeightStore, prefix: String = "") {
+        self.store = store
+        self.prefix = prefix
+    }
+
+    /// A nested scope: `scope("layers", 3)` → "<prefix>layers.3.".
+    public func scope(_ parts: CustomStringConvertible...) -> WeightScope {
+        WeightScope(store: store, prefix: prefix + parts.map(\.description).joined(separator: ".") + ".")
+    }
+
+    public func take(_ key: String, shape: [Int]) throws -> Tensor {
+        try store.take(prefix + key, shape: shape)
+    }
+
+    public func contains(_ key: String) -> Bool { store.contains(prefix + key) }
+
+    /// Shape of `key` as stored, if present.
+    public func storedShape(_ key: String) -> [Int]? { store.entry(prefix + key)?.shape }
+}

@@ -1,0 +1,98 @@
+import ArgumentParser
+import FlamingoCore
+import FlamingoModel
+import Foundation
+
+struct BenchCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Measure prefill and decode speed on synthetic weights of a preset shape (JSON results)."
+    )
+
+    @Option(help: "Model shape: \(Preset.allCases.map(\.rawValue).joined(separator: ", ")).")
+    var preset: String = Preset.bench1b.rawValue
+
+    @Option(help: "Weight dtype: f32, f16 or bf16.")
+    var dtype: String = "bf16"
+
+    @Option(name: .customLong("prompt-tokens"), help: "Prompt length (tokens) for prefill.")
+    var promptTokens: Int = 128
+
+    @Option(name: .customLong("decode-tokens"), help: "Tokens to decode.")
+    var decodeTokens: Int = 32
+
+    @Option(help: "Images in the prompt.")
+    var images: Int = 1
+
+    @Option(help: "Compute threads (default: all cores).")
+    var threads: Int?
+
+    func run() async throws {
+        try await failing {
+            guard let preset = Preset(rawValue: preset) else { throw ValidationError("unknown preset '\(preset)'") }
+            guard let dtype = DType(name: dtype) else { throw ValidationError("unknown dtype '\(dtype)'") }
+            guard promptTokens > images, decodeTokens >= 1 else { throw ValidationError("need prompt-tokens > images and decode-tokens >= 1") }
+            ComputeThreads.configure(threads ?? ProcessInfo.processInfo.activeProcessorCount)
+            let config = preset.config
+            let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
+
+            log("measuring machine limits...")
+            let limits = MachineLimits.measure()
+            log("making \(preset.rawValue) with synthetic \(dtype.rawValue) weights...")
+            let made = Date()
+            let model = try Flamingo(config: config, weights: WeightStore(syntheticSeed: 42, dtype: dtype), parts: .all(config))
+            let makeSeconds = Date().timeIntervalSince(made)
+
+            let imageToken = config.imageTokenID ?? config.text.vocabSize + 1
+            var prompt = [1] + (0..<(promptTokens - 1)).map { 100 + ($0 * 7919) % 30000 }
+            for i in 0..<images { prompt[1 + i * (promptTokens - 1) / max(images, 1)] = imageToken }
+            let s = config.vision.imageSize
+            let pixels = (0..<images).map { i in Tensor((0..<(3 * s * s)).map { Float(($0 + i) % 255) / 255 - 0.5 }, shape: [3, s, s]) }
+            let indices = ImageAttention.imageIndices(tokens: prompt, imageTokenID: imageToken, endOfSequenceTokenID: nil)
+
+            log("vision...")
+            var cache = model.language.makeCache()
+            let t0 = Date()
+            for p in pixels { model.language.attachImage(model.visualTokens(pixels: p), to: &cache) }
+            let visionSeconds = Date().timeIntervalSince(t0)
+
+            log("prefill \(promptTokens) tokens...")
+            let t1 = Date()
+            var h = model.embedding!(prompt)
+            model.language.forward(&h, imageIndex: indices, cache: &cache)
+            var logits = model.head!(h.rows((promptTokens - 1)..<promptTokens)).scalars
+            let prefillSeconds = Date().timeIntervalSince(t1)
+
+            log("decode \(decodeTokens) tokens...")
+            let t2 = Date()
+            for _ in 0..<decodeTokens {
+                let token = Sampler.argmax(logits)
+                var step = model.embedding!([token])
+                model.language.forward(&step, imageIndex: [indices.last ?? nil], cache: &cache)
+                logits = model.head!(step).scalars
+            }
+            let decodeSeconds = Date().timeIntervalSince(t2)
+            let bytesPerToken = model.language.weightBytesPerToken + model.head!.weightBytes
+            let decodeTokensPerSecond = Double(decodeTokens) / decodeSeconds
+            let streamed = Double(bytesPerToken) * decodeTokensPerSecond / 1e9
+
+            let result: [String: Any] = [
+                "preset": preset.rawValue, "dtype": dtype.rawValue, "threads": ComputeThreads.count,
+                "cpu": CPUFeatures.current.modelName, "cpu_features": CPUFeatures.current.description,
+                "parameters_billion": Double(model.weightBytes / dtype.size) / 1e9,
+                "weight_bytes": model.weightBytes, "make_weights_seconds": makeSeconds,
+                "images": images, "vision_seconds": visionSeconds,
+                "prompt_tokens": promptTokens, "prefill_seconds": prefillSeconds,
+                "prefill_tokens_per_second": Double(promptTokens) / prefillSeconds,
+                "decode_tokens": decodeTokens, "decode_tokens_per_second": decodeTokensPerSecond,
+                "decode_weight_bytes_per_token": bytesPerToken,
+                "decode_weight_gb_per_second": streamed,
+                "machine_memory_read_gb_per_second": limits.memoryReadGBps,
+                "machine_sgemm_gflops": limits.sgemmGFLOPS,
+                "decode_fraction_of_memory_bandwidth": streamed / limits.memoryReadGBps,
+            ]
+            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
+            print(String(decoding: data, as: UTF8.self))
+        }
+    }
+}
