@@ -100,7 +100,10 @@ struct AddedVocabulary: Sendable {
     let tokens: [AddedToken]
     /// Content UTF-8 bytes → id.
     let idsByContent: [[UInt8]: Int]
-    let contentByID: [Int: String]
+    /// id → the string `decode` uses: the content, or for `normalized: true` tokens the
+    /// normalised content (tokenizers ≥ 0.22 decode those through `normalized_cache`, so with
+    /// LLaMA's Prepend normalizer such a token decodes as "▁<tok>" → " <tok>").
+    let decodeStringByID: [Int: String]
     /// Contents of special tokens; decode skips any token with such content, as HF does.
     let specialContents: Set<[UInt8]>
     let rawMatcher: AddedTokenMatcher
@@ -118,24 +121,26 @@ struct AddedVocabulary: Sendable {
         tokens = tokens.filter(\.special) + tokens.filter { !$0.special }
         self.tokens = tokens
         var idsByContent: [[UInt8]: Int] = [:]
-        var contentByID: [Int: String] = [:]
+        var decodeStringByID: [Int: String] = [:]
         var specialContents: Set<[UInt8]> = []
         var raw: [(pattern: Scalars, token: Int)] = []
         var normalized: [(pattern: Scalars, token: Int)] = []
         for (index, token) in tokens.enumerated() {
             let bytes = Array(token.content.utf8)
             idsByContent[bytes] = token.id
-            contentByID[token.id] = token.content
             if token.special { specialContents.insert(bytes) }
             let scalars = Scalars(token.content)
             if token.normalized {
-                normalized.append((normalizer?.normalize(scalars) ?? scalars, index))
+                let pattern = normalizer?.normalize(scalars) ?? scalars
+                normalized.append((pattern, index))
+                decodeStringByID[token.id] = pattern.string
             } else {
                 raw.append((scalars, index))
+                decodeStringByID[token.id] = token.content
             }
         }
         self.idsByContent = idsByContent
-        self.contentByID = contentByID
+        self.decodeStringByID = decodeStringByID
         self.specialContents = specialContents
         rawMatcher = AddedTokenMatcher(raw)
         normalizedMatcher = AddedTokenMatcher(normalized)

@@ -26,6 +26,8 @@ public struct Tokenizer: Sendable {
     let postProcessor: (any PostProcessor)?
     let decoder: (any TokenDecoder)?
     /// id → token string for decoding: added tokens override model tokens, as in HF.
+    /// Special-token skipping compares these strings with the special contents, as HF does,
+    /// so a `normalized: true` special token whose normalised form differs is not skipped.
     let tokensByID: [Int: String]
 
     /// Loads `tokenizer.json` at `url` (or `url/tokenizer.json` when `url` is a directory) and,
@@ -65,7 +67,7 @@ public struct Tokenizer: Sendable {
         let added = try AddedVocabulary(json: root["added_tokens"], normalizer: normalizer)
 
         var tokensByID = model.idToToken
-        for token in added.tokens { tokensByID[token.id] = token.content }
+        tokensByID.merge(added.decodeStringByID) { _, added in added }
 
         func lookup(_ token: String) -> Int? {
             added.idsByContent[Array(token.utf8)] ?? model.tokenID(forUTF8: Array(token.utf8))
