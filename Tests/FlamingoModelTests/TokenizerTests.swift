@@ -181,6 +181,9 @@ struct TokenizerTests {
         #expect(throws: TokenizerError.invalidField(component: "tokenizer", field: "(root)", expected: "an object")) {
             try Tokenizer(data: Data("[1, 2]".utf8))
         }
+        #expect(throws: TokenizerError.invalidJSON("tokenizer_config.json: expected a string key at byte 1")) {
+            try Tokenizer(data: fixtureData("llama"), configData: Data("{nope}".utf8))
+        }
         do {
             let data = try fixtureData("llama")
             _ = try Tokenizer(data: data.prefix(data.count / 2))

@@ -54,7 +54,13 @@ public struct Tokenizer: Sendable {
         guard case .object = root else {
             throw TokenizerError.invalidField(component: "tokenizer", field: "(root)", expected: "an object")
         }
-        let config = try configData.map { try TokenizerConfig(json: JSONValue.parse($0)) }
+        let config: TokenizerConfig?
+        do {
+            config = try configData.map { try TokenizerConfig(json: JSONValue.parse($0)) }
+        } catch TokenizerError.invalidJSON(let detail) {
+            // Say which of the two files is broken.
+            throw TokenizerError.invalidJSON("tokenizer_config.json: \(detail)")
+        }
 
         guard let modelJSON = root["model"] else {
             throw TokenizerError.invalidField(component: "tokenizer", field: "model", expected: "an object")
