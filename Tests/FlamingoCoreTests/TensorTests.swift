@@ -1,5 +1,5 @@
 import Testing
-@testable import FlamingoCore
+import FlamingoCore
 
 @Test func bf16RoundTrip() {
     for v: Float in [0, 1, -2.5, 3.140625, 1e-3] {
