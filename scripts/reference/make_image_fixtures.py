@@ -76,6 +76,19 @@ def png16(arr: np.ndarray, color_type: int, extra=b"") -> bytes:
     return png_bytes(w, h, 16, color_type, rows, extra)
 
 
+def png_adam7(arr: np.ndarray) -> bytes:
+    """An interlaced (Adam7) 8-bit RGB PNG from a uint8 array [H, W, 3] (PIL cannot write one)."""
+    h, w = arr.shape[:2]
+    raw = b""
+    for x0, y0, dx, dy in [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]:
+        sub = arr[y0::dy, x0::dx]
+        if sub.shape[0] and sub.shape[1]:
+            raw += b"".join(b"\x00" + row.tobytes() for row in sub)
+    return (b"\x89PNG\r\n\x1a\n"
+            + png_chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1))
+            + png_chunk(b"IDAT", zlib.compress(raw)) + png_chunk(b"IEND", b""))
+
+
 def pattern(h, w, seed, noise=10):
     """A smooth colourful picture with some edges and a little noise (compresses well)."""
     rng = np.random.default_rng(seed)
@@ -136,6 +149,8 @@ def make_images(out: Path):
     rgb16k = pattern(18, 22, 13).astype(np.uint16) * 256
     rgb16k[4:9, 5:15] = key * 256 + 7  # high bytes equal the (<=255) key: PIL makes these transparent
     add("rgb16_trns_22x18.png", png16(rgb16k, 2, png_chunk(b"tRNS", key.astype(">u2").tobytes())))
+
+    add("interlaced_37x29.png", png_adam7(pattern(29, 37, 21)))
 
     add("rgb_32x32.png", save_pil(Image.fromarray(pattern(32, 32, 14)), out / "x", format="PNG"))
     add("rgb_224x224.png", save_pil(Image.fromarray(pattern(224, 224, 15, noise=3)), out / "x", format="PNG"))

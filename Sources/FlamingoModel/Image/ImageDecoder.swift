@@ -16,7 +16,8 @@ extension RGBImage {
                 alpha: AlphaHandling = .compositeOnWhite) throws {
         let data: Data
         do {
-            data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
+            // Read, not mapped: a file truncated by another process while mapped would raise SIGBUS.
+            data = try Data(contentsOf: URL(fileURLWithPath: path))
         } catch {
             throw ImageError.unreadable(file: path, reason: Self.reason(error))
         }
