@@ -2,7 +2,9 @@
 """Writes the image fixtures and goldens for Tests/FlamingoModelTests/ImageTests.swift.
 
 Dev-time only (the Swift code and tests never run Python). Needs pillow, numpy, torch,
-torchvision and transformers 5.x:
+torchvision and transformers 5.x. Goldens were made with transformers 5.24.0, torch 2.13.0+cpu,
+torchvision 0.28.0 (`pip install --no-deps torchvision==0.28.0`; uninstall it afterwards if torch
+is a CPU build, see below) and Pillow 13.0.0:
 
     python3 scripts/reference/make_image_fixtures.py [--out Tests/Fixtures/images]
 
@@ -34,6 +36,7 @@ import torch
 # torchvision's PyPI wheel for Linux is a CUDA build: with CPU-only torch its C extension (detection
 # ops such as nms) fails to load and `import torchvision` fails while registering fake kernels for
 # them. Image resizing does not use those ops, so declare their schemas to let the import through.
+# (Left installed, such a torchvision breaks every other transformers image-processor import.)
 try:
     import torchvision  # noqa: F401
 except RuntimeError:
