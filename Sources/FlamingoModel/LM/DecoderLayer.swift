@@ -38,25 +38,34 @@ struct SelfAttention: Sendable {
         rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeTheta)
     }
 
-    /// x: [T, C] at positions cache.length ..< cache.length + T → [T, C]; appends to the cache.
-    func callAsFunction(_ x: Tensor, cache: inout LayerKVCache) -> Tensor {
+    /// x: [T, C], rows of several sequences; each slice's rows continue that sequence at
+    /// position `caches[s].length` and append to its cache of local layer `layer`.
+    func callAsFunction(_ x: Tensor, slices: [SequenceSlice], caches: inout [SequenceCache], layer: Int) -> Tensor {
         let c = x.dim(-1)
         let t = x.count / c
-        let start = cache.length
-        let positions = Array(start..<(start + t))
+        var positions: [Int] = []
+        positions.reserveCapacity(t)
+        for (s, slice) in slices.enumerated() {
+            positions += (caches[s].length..<(caches[s].length + slice.rows.count))
+        }
         var queries = q(x)
         var keys = k(x)
+        let values = v(x)
         rope.apply(&queries, positions: positions)
         rope.apply(&keys, positions: positions)
-        cache.append(keys: keys, values: v(x))
         let headDim = c / headCount
         var out = Tensor(zeros: [t, c])
-        out.withMutableFloats { o in
-            queries.withFloats { qp in
-                cache.withKeysAndValues { kp, vp in
-                    attention(out: o.baseAddress!, q: qp.baseAddress!, k: kp, v: vp, t: t, s: start + t,
-                              heads: headCount, headDim: headDim, scale: 1 / Float(headDim).squareRoot(),
-                              mask: .causal(offset: start))
+        for (s, slice) in slices.enumerated() {
+            let start = caches[s].length
+            caches[s].selfAttention[layer].append(keys: keys.rows(slice.rows), values: values.rows(slice.rows))
+            out.withMutableFloats { o in
+                queries.withFloats { qp in
+                    caches[s].selfAttention[layer].withKeysAndValues { kp, vp in
+                        attention(out: o.baseAddress! + slice.rows.lowerBound * c, q: qp.baseAddress! + slice.rows.lowerBound * c,
+                                  k: kp, v: vp, t: slice.rows.count, s: start + slice.rows.count,
+                                  heads: headCount, headDim: headDim, scale: 1 / Float(headDim).squareRoot(),
+                                  mask: .causal(offset: start))
+                    }
                 }
             }
         }
@@ -80,9 +89,9 @@ public struct DecoderLayer: Sendable {
         mlp = try GatedMLP(w.scope("mlp"), width: c, intermediate: config.intermediateSize, activation: config.activation)
     }
 
-    /// h: [T, C], updated in place.
-    func callAsFunction(_ h: inout Tensor, cache: inout LayerKVCache) {
-        addScaled(&h, selfAttention(inputLayerNorm(h), cache: &cache))
+    /// h: [T, C] (rows of several sequences), updated in place.
+    func callAsFunction(_ h: inout Tensor, slices: [SequenceSlice], caches: inout [SequenceCache], layer: Int) {
+        addScaled(&h, selfAttention(inputLayerNorm(h), slices: slices, caches: &caches, layer: layer))
         addScaled(&h, mlp(postAttentionLayerNorm(h)))
     }
 

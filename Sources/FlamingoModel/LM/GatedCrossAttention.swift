@@ -68,35 +68,40 @@ public struct GatedCrossAttentionBlock: Sendable {
         return CrossAttentionKV(keys: keys, values: v(visualTokens))
     }
 
-    /// h: [T, C] in place. `imageIndex[t]` is the image token t sees (nil: none); `images` holds
-    /// this block's K/V for every image of the sequence.
-    func callAsFunction(_ h: inout Tensor, imageIndex: [Int?], images: [CrossAttentionKV]) {
+    /// h: [T, C] (rows of several sequences) in place. Row r of slice s sees image
+    /// `slices[s].imageIndex[r]` of that sequence, whose K/V for this block are in `caches[s]`.
+    func callAsFunction(_ h: inout Tensor, slices: [SequenceSlice], caches: [SequenceCache], block: Int) {
         let c = h.dim(-1)
         let t = h.count / c
-        if imageIndex.contains(where: { $0 != nil }) {
+        if slices.contains(where: { $0.imageIndex.contains { $0 != nil } }) {
             var queries = q(inputLayerNorm(h))
             qLayerNorm?.applyPerSlice(&queries)
             let headDim = c / headCount
             var attended = Tensor(zeros: [t, c])
             attended.withMutableFloats { out in
                 queries.withFloats { qp in
-                    // Runs of consecutive tokens that see the same image attend together.
-                    var start = 0
-                    while start < t {
-                        var end = start + 1
-                        while end < t && imageIndex[end] == imageIndex[start] { end += 1 }
-                        if let image = imageIndex[start] {
-                            let kv = images[image]
-                            kv.keys.withFloats { kp in
-                                kv.values.withFloats { vp in
-                                    attention(out: out.baseAddress! + start * c, q: qp.baseAddress! + start * c,
-                                              k: kp.baseAddress!, v: vp.baseAddress!, t: end - start,
-                                              s: kv.keys.dim(0), heads: headCount, headDim: headDim,
-                                              scale: 1 / Float(headDim).squareRoot(), mask: .none)
+                    for (s, slice) in slices.enumerated() {
+                        let images = caches[s].crossAttention[block] ?? []
+                        let imageIndex = slice.imageIndex
+                        // Runs of consecutive tokens that see the same image attend together.
+                        var start = 0
+                        while start < imageIndex.count {
+                            var end = start + 1
+                            while end < imageIndex.count && imageIndex[end] == imageIndex[start] { end += 1 }
+                            if let image = imageIndex[start] {
+                                let kv = images[image]
+                                let row = slice.rows.lowerBound + start
+                                kv.keys.withFloats { kp in
+                                    kv.values.withFloats { vp in
+                                        attention(out: out.baseAddress! + row * c, q: qp.baseAddress! + row * c,
+                                                  k: kp.baseAddress!, v: vp.baseAddress!, t: end - start,
+                                                  s: kv.keys.dim(0), heads: headCount, headDim: headDim,
+                                                  scale: 1 / Float(headDim).squareRoot(), mask: .none)
+                                    }
                                 }
                             }
+                            start = end
                         }
-                        start = end
                     }
                 }
             }

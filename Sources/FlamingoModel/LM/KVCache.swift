@@ -41,8 +41,9 @@ public struct SequenceCache: Sendable {
     public var selfAttention: [LayerKVCache]
     /// Cross-attention K/V by gated block index, then by image (in prompt order).
     public var crossAttention: [Int: [CrossAttentionKV]] = [:]
-    /// Positions processed so far (the next token's position).
-    public var length: Int { selfAttention.first?.length ?? 0 }
+    /// Positions processed so far (the next token's position). Tracked here as well as per layer
+    /// so a stage that owns no layers still knows where a sequence is.
+    public var length = 0
     /// Images attached so far.
     public var imageCount = 0
 
@@ -55,5 +56,18 @@ public struct SequenceCache: Sendable {
     public var byteCount: Int {
         selfAttention.reduce(0) { $0 + $1.byteCount }
             + crossAttention.values.reduce(0) { $0 + $1.reduce(0) { $0 + $1.keys.byteCount + $1.values.byteCount } }
+    }
+}
+
+/// The rows of a microbatch that belong to one sequence, and the image each of those tokens sees.
+public struct SequenceSlice: Sendable, Equatable {
+    public var rows: Range<Int>
+    /// One entry per row: index of the attached image the token cross-attends to, or nil.
+    public var imageIndex: [Int?]
+
+    public init(rows: Range<Int>, imageIndex: [Int?]) {
+        precondition(rows.count == imageIndex.count, "one image index per row")
+        self.rows = rows
+        self.imageIndex = imageIndex
     }
 }

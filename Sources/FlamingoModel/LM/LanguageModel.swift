@@ -135,17 +135,29 @@ public struct LanguageModel: Sendable {
         cache.imageCount += 1
     }
 
-    /// Runs the owned layers on h [T, C] (the next T positions of the sequence) in place.
-    /// `imageIndex[t]`: which attached image token t cross-attends to (nil: none).
-    public func forward(_ h: inout Tensor, imageIndex: [Int?], cache: inout SequenceCache) {
-        precondition(imageIndex.count == h.dim(0), "one image index per token")
-        precondition(imageIndex.allSatisfy { $0 == nil || $0! < cache.imageCount }, "image index beyond attached images")
+    /// Runs the owned layers on a microbatch: h [T, C] holds the next rows of several sequences
+    /// (`slices[s]`, whose caches are `caches[s]`), updated in place.
+    public func forward(_ h: inout Tensor, slices: [SequenceSlice], caches: inout [SequenceCache]) {
+        precondition(slices.count == caches.count, "one cache per sequence")
+        precondition(slices.last.map { $0.rows.upperBound == h.dim(0) } ?? (h.dim(0) == 0), "slices must cover the rows")
+        for (s, slice) in slices.enumerated() {
+            precondition(slice.imageIndex.allSatisfy { $0 == nil || $0! < caches[s].imageCount }, "image index beyond attached images")
+        }
         for (i, layer) in layers.enumerated() {
             let index = layerRange.lowerBound + i
             if let b = config.crossAttentionBlock(beforeLayer: index), let block = crossAttentionBlocks[b] {
-                block(&h, imageIndex: imageIndex, images: cache.crossAttention[b] ?? [])
+                block(&h, slices: slices, caches: caches, block: b)
             }
-            layer(&h, cache: &cache.selfAttention[i])
+            layer(&h, slices: slices, caches: &caches, layer: i)
         }
+        for (s, slice) in slices.enumerated() { caches[s].length += slice.rows.count }
+    }
+
+    /// One sequence: h [T, C] are its next T positions; `imageIndex[t]` is the image token t sees.
+    public func forward(_ h: inout Tensor, imageIndex: [Int?], cache: inout SequenceCache) {
+        var caches = [cache]
+        cache = SequenceCache(layers: 0..<0, width: 0)  // drop our reference so the cache is not copied
+        forward(&h, slices: [SequenceSlice(rows: 0..<h.dim(0), imageIndex: imageIndex)], caches: &caches)
+        cache = caches[0]
     }
 }
