@@ -123,7 +123,7 @@ def randomize_spec(name, spec, seed):
     """Re-draw a fixture spec for --seed != 0, keeping the feature its name stands for."""
     rng = random.Random("%s:%d" % (name, seed))
     s = dict(spec)
-    s["hidden"] = rng.choice([32, 48, 64])
+    s["hidden"] = 64 if name.endswith("_h64") else rng.choice([32, 48, 64])
     s["inter"] = rng.choice([s["hidden"] * 2, s["hidden"] * 2 + 8, s["hidden"] * 3])
     if name.startswith("interval"):
         k = int(name[len("interval")])
