@@ -49,6 +49,7 @@ let package = Package(
         ),
         .testTarget(name: "FlamingoCoreTests", dependencies: ["FlamingoCore"]),
         .testTarget(name: "FlamingoModelTests", dependencies: ["FlamingoModel"]),
+        .testTarget(name: "FlamingoClusterTests", dependencies: ["FlamingoCluster"]),
         .testTarget(name: "FlamingoCLITests", dependencies: ["FlamingoModel"]),
     ]
 )
