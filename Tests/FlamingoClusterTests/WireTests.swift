@@ -37,6 +37,34 @@ import FlamingoCluster
     #expect(CRC32C.checksum(Array(data[100...]), continuing: CRC32C.checksum(Array(data[..<100]))) == whole)
 }
 
+// MARK: Pinned numbers
+
+/// The Swift enums carry the same numbers as proto/flamingo.proto (the wire carries numbers).
+@Test func enumValuesMatchTheProto() throws {
+    let protoURL = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("proto/flamingo.proto")
+    let text = try String(contentsOf: protoURL, encoding: .utf8)
+    func values(ofEnum name: String) -> [String: Int] {
+        guard let start = text.range(of: "enum \(name) {"),
+              let end = text.range(of: "}", range: start.upperBound..<text.endIndex) else { return [:] }
+        var result: [String: Int] = [:]
+        for line in text[start.upperBound..<end.lowerBound].split(separator: "\n") {
+            let code = line.split(separator: "//").first ?? ""
+            let parts = code.split(separator: "=").map { $0.trimmingCharacters(in: .whitespaces.union(CharacterSet(charactersIn: ";"))) }
+            if parts.count == 2, let value = Int(parts[1]) { result[parts[0]] = value }
+        }
+        return result
+    }
+    var kinds = values(ofEnum: "Kind")
+    #expect(kinds.removeValue(forKey: "KIND_UNSPECIFIED") == 0)
+    #expect(kinds == Dictionary(uniqueKeysWithValues: MessageKind.allCases.map { ($0.description, Int($0.rawValue)) }))
+    var dtypes = values(ofEnum: "DType")
+    #expect(dtypes.removeValue(forKey: "DTYPE_UNSPECIFIED") == 0)
+    #expect(dtypes == Dictionary(uniqueKeysWithValues: DType.allCases.map { ($0.rawValue, Int($0.wireValue)) }))
+    for (name, value) in dtypes { #expect(DType(wireValue: value)?.rawValue == name) }
+}
+
 // MARK: Round trips
 
 /// A message of `kind` that uses every field its kind allows, tensors in all three dtypes.
