@@ -354,6 +354,8 @@ func decoderRejects(_ c: InvalidCase) {
     #expect(encodeError(Message(kind: .error, errorMessage: "x\0")) == .embeddedNUL(field: "error_message"))
     let plan = Message.Plan(stages: [.init(rank: 1, layers: -1..<3, ownsInput: false, ownsOutput: false)], configHash: 0)
     #expect(encodeError(Message(kind: .plan, plan: plan)) == .invalidStage(rank: 1, layerStart: -1, layerEnd: 3))
+    // Payloads are checked even on kinds that do not need them (the encoder narrows them anyway).
+    #expect(encodeError(Message(kind: .heartbeat, plan: plan)) == .invalidStage(rank: 1, layerStart: -1, layerEnd: 3))
 }
 
 // MARK: Mutation fuzzing

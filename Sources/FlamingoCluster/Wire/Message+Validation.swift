@@ -30,18 +30,13 @@ extension Message {
                 throw .tooManyDimensions(name: t.name, rank: t.tensor.rank)
             }
         }
-        switch kind {
-        case .hello:
-            guard hello != nil else { throw .missingPayload(kind: kind, field: "hello") }
-        case .plan:
-            guard let plan else { throw .missingPayload(kind: kind, field: "plan") }
-            for stage in plan.stages {
-                guard stage.layers.lowerBound >= 0, stage.layers.upperBound <= Int(UInt32.max) else {
-                    throw .invalidStage(rank: stage.rank, layerStart: stage.layers.lowerBound, layerEnd: stage.layers.upperBound)
-                }
+        if kind == .hello, hello == nil { throw .missingPayload(kind: kind, field: "hello") }
+        if kind == .plan, plan == nil { throw .missingPayload(kind: kind, field: "plan") }
+        // Checked whenever present: the encoder narrows these to uint32.
+        for stage in plan?.stages ?? [] {
+            guard stage.layers.lowerBound >= 0, stage.layers.upperBound <= Int(UInt32.max) else {
+                throw .invalidStage(rank: stage.rank, layerStart: stage.layers.lowerBound, layerEnd: stage.layers.upperBound)
             }
-        default:
-            break
         }
     }
 
