@@ -187,6 +187,51 @@ void   flamingo__stage__free_unpacked
   assert(message->base.descriptor == &flamingo__stage__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   flamingo__rank_stats__init
+                     (Flamingo__RankStats         *message)
+{
+  static const Flamingo__RankStats init_value = FLAMINGO__RANK_STATS__INIT;
+  *message = init_value;
+}
+size_t flamingo__rank_stats__get_packed_size
+                     (const Flamingo__RankStats *message)
+{
+  assert(message->base.descriptor == &flamingo__rank_stats__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t flamingo__rank_stats__pack
+                     (const Flamingo__RankStats *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &flamingo__rank_stats__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t flamingo__rank_stats__pack_to_buffer
+                     (const Flamingo__RankStats *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &flamingo__rank_stats__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Flamingo__RankStats *
+       flamingo__rank_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Flamingo__RankStats *)
+     protobuf_c_message_unpack (&flamingo__rank_stats__descriptor,
+                                allocator, len, data);
+}
+void   flamingo__rank_stats__free_unpacked
+                     (Flamingo__RankStats *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &flamingo__rank_stats__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   flamingo__plan__init
                      (Flamingo__Plan         *message)
 {
@@ -624,6 +669,174 @@ const ProtobufCMessageDescriptor flamingo__stage__descriptor =
   (ProtobufCMessageInit) flamingo__stage__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
+static const ProtobufCFieldDescriptor flamingo__rank_stats__field_descriptors[11] =
+{
+  {
+    "rank",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "role",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, role),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layer_start",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, layer_start),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "layer_end",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, layer_end),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "weight_bytes",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, weight_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "peak_rss_bytes",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, peak_rss_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "compute_seconds",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, compute_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "wait_seconds",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_DOUBLE,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, wait_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_sent",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, bytes_sent),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "bytes_received",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, bytes_received),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "cache_bytes",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__RankStats, cache_bytes),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned flamingo__rank_stats__field_indices_by_name[] = {
+  9,   /* field[9] = bytes_received */
+  8,   /* field[8] = bytes_sent */
+  10,   /* field[10] = cache_bytes */
+  6,   /* field[6] = compute_seconds */
+  3,   /* field[3] = layer_end */
+  2,   /* field[2] = layer_start */
+  5,   /* field[5] = peak_rss_bytes */
+  0,   /* field[0] = rank */
+  1,   /* field[1] = role */
+  7,   /* field[7] = wait_seconds */
+  4,   /* field[4] = weight_bytes */
+};
+static const ProtobufCIntRange flamingo__rank_stats__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 11 }
+};
+const ProtobufCMessageDescriptor flamingo__rank_stats__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "flamingo.RankStats",
+  "RankStats",
+  "Flamingo__RankStats",
+  "flamingo",
+  sizeof(Flamingo__RankStats),
+  11,
+  flamingo__rank_stats__field_descriptors,
+  flamingo__rank_stats__field_indices_by_name,
+  1,  flamingo__rank_stats__number_ranges,
+  (ProtobufCMessageInit) flamingo__rank_stats__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
 static const ProtobufCFieldDescriptor flamingo__plan__field_descriptors[2] =
 {
   {
@@ -675,7 +888,7 @@ const ProtobufCMessageDescriptor flamingo__plan__descriptor =
   (ProtobufCMessageInit) flamingo__plan__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flamingo__envelope__field_descriptors[11] =
+static const ProtobufCFieldDescriptor flamingo__envelope__field_descriptors[12] =
 {
   {
     "version",
@@ -809,6 +1022,18 @@ static const ProtobufCFieldDescriptor flamingo__envelope__field_descriptors[11] 
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "stats",
+    12,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_MESSAGE,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__Envelope, stats),
+    &flamingo__rank_stats__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flamingo__envelope__field_indices_by_name[] = {
   7,   /* field[7] = error_message */
@@ -819,6 +1044,7 @@ static const unsigned flamingo__envelope__field_indices_by_name[] = {
   2,   /* field[2] = request_id */
   5,   /* field[5] = sequences */
   8,   /* field[8] = source_rank */
+  11,   /* field[11] = stats */
   4,   /* field[4] = step */
   6,   /* field[6] = tensors */
   0,   /* field[0] = version */
@@ -826,7 +1052,7 @@ static const unsigned flamingo__envelope__field_indices_by_name[] = {
 static const ProtobufCIntRange flamingo__envelope__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 11 }
+  { 0, 12 }
 };
 const ProtobufCMessageDescriptor flamingo__envelope__descriptor =
 {
@@ -836,7 +1062,7 @@ const ProtobufCMessageDescriptor flamingo__envelope__descriptor =
   "Flamingo__Envelope",
   "flamingo",
   sizeof(Flamingo__Envelope),
-  11,
+  12,
   flamingo__envelope__field_descriptors,
   flamingo__envelope__field_indices_by_name,
   1,  flamingo__envelope__number_ranges,

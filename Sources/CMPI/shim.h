@@ -12,4 +12,7 @@ static inline int flamingo_mpi_thread_multiple(void) { return MPI_THREAD_MULTIPL
 static inline int flamingo_mpi_thread_funneled(void) { return MPI_THREAD_FUNNELED; }
 static inline int flamingo_mpi_success(void) { return MPI_SUCCESS; }
 static inline MPI_Request flamingo_mpi_request_null(void) { return MPI_REQUEST_NULL; }
+static inline int flamingo_mpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }
+static inline MPI_Errhandler flamingo_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
+static inline int flamingo_status_source(const MPI_Status *status) { return status->MPI_SOURCE; }
 #endif

@@ -1,4 +1,5 @@
 import ArgumentParser
+import FlamingoCluster
 import FlamingoCore
 import FlamingoModel
 import Foundation
@@ -6,10 +7,11 @@ import Foundation
 struct GenerateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "generate",
-        abstract: "Generate text for a prompt with interleaved images."
+        abstract: "Generate text for a prompt with interleaved images (alone, or under mpirun across ranks)."
     )
 
     @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var pipelineOptions: PipelineCommandOptions
 
     @Option(help: "Prompt text; each <image> marks where the next --image goes.")
     var prompt: String?
@@ -19,6 +21,9 @@ struct GenerateCommand: AsyncParsableCommand {
 
     @Option(name: .customLong("image"), help: "An image file (PNG or JPEG), once per image, in prompt order.")
     var images: [String] = []
+
+    @Option(name: .customLong("requests"), help: "A JSON-lines file of requests to run as one batch: {\"prompt\" | \"input_ids\", \"images\", \"max_tokens\", \"temperature\", \"top_p\", \"seed\"}.")
+    var requestsFile: String?
 
     @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Most tokens to generate.")
     var maxTokens: Int = 32
@@ -42,55 +47,54 @@ struct GenerateCommand: AsyncParsableCommand {
     var dumpLogits: String?
 
     func run() async throws {
-        try await failing {
-            modelOptions.configureThreads()
+        try await runOnRanks(pipelineOptions: pipelineOptions, modelOptions: modelOptions) { directory in
+            // Runs on rank 0 only: all user input is read and checked here.
+            if greedy && temperature != nil { throw ValidationError("--greedy and --temperature exclude each other") }
+            if let requestsFile {
+                if prompt != nil || inputIDs != nil || !images.isEmpty {
+                    throw ValidationError("--requests replaces --prompt, --input-ids and --image")
+                }
+                return try RequestFile.read(requestsFile, builder: RequestBuilder(directory: directory), defaultMaxTokens: maxTokens)
+            }
             if prompt != nil && inputIDs != nil { throw ValidationError("give --prompt or --input-ids, not both") }
             guard maxTokens >= 1 else { throw RequestError.badMaxTokens(maxTokens) }
-            if greedy && temperature != nil { throw ValidationError("--greedy and --temperature exclude each other") }
-
-            let directory = try ModelDirectory(modelOptions.modelURL)
-            let tokens: [Int]
-            if let inputIDs {
-                tokens = try parseIDs(inputIDs)
-            } else if let prompt {
-                guard let tokenizer = directory.tokenizer else {
-                    throw ValidationError("\(directory.url.path) has no tokenizer.json; use --input-ids")
-                }
-                let builder = PromptBuilder(tokenizer: tokenizer)
-                let markers = builder.expandedText(prompt).imageCount
-                if markers != images.count { throw RequestError.imageCountMismatch(markers: markers, images: images.count) }
-                tokens = builder.tokens(prompt)
-            } else {
-                throw ValidationError("give a prompt with --prompt or --input-ids")
-            }
-            let pixels = try images.map { path in
-                try directory.preprocessor(RGBImage(contentsOf: URL(fileURLWithPath: path)))
-            }
+            let ids = try inputIDs.map(parseIDs)
             let sampling: SamplingParameters = (temperature ?? 0) > 0
                 ? .sample(temperature: temperature!, topP: topP, seed: seed) : .greedy
-            let request = GenerationRequest(
-                promptTokens: tokens, images: pixels, maxTokens: maxTokens, sampling: sampling,
-                stopTokens: Set(directory.config.text.eosTokenIDs))
-
-            let model = try loadWithProgress(directory)
-            let generator = Generator(model: model, imageTokenID: directory.imageTokenID)
-            _ = try generator.validate(request)
-            let result = try generator.generate(request)
+            return [try RequestBuilder(directory: directory).request(prompt: prompt, inputIDs: ids, imagePaths: images,
+                                                                     maxTokens: maxTokens, sampling: sampling)]
+        } report: { directory, requests, report in
+            if requestsFile != nil {
+                var tokens = 0
+                for (i, result) in report.results.enumerated() {
+                    tokens += result.tokens.count
+                    print(jsonLine(output(result, requests[i], directory, index: i)))
+                }
+                FileHandle.standardError.write(Data(String(
+                    format: "%d requests, %d tokens in %.2f s: %.1f tokens/s\n",
+                    report.results.count, tokens, report.seconds, Double(tokens) / max(report.seconds, 1e-9)).utf8))
+                return
+            }
+            let result = report.results[0]
             if let dumpLogits {
                 try NPY.write(Tensor(result.promptLogits, shape: [result.promptLogits.count]), to: URL(fileURLWithPath: dumpLogits))
             }
-            let text = directory.tokenizer?.decode(result.tokens, skipSpecialTokens: true)
             if json {
-                var object: [String: Any] = [
-                    "tokens": result.tokens, "prompt_tokens": tokens.count, "finish_reason": result.finishReason.rawValue,
-                ]
-                object["text"] = text ?? NSNull()
-                let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
-                print(String(decoding: data, as: UTF8.self))
+                print(jsonLine(output(result, requests[0], directory, index: nil)))
             } else {
-                print(text ?? result.tokens.map(String.init).joined(separator: ","))
+                print(directory.tokenizer?.decode(result.tokens, skipSpecialTokens: true)
+                      ?? result.tokens.map(String.init).joined(separator: ","))
             }
         }
+    }
+
+    private func output(_ result: GenerationResult, _ request: GenerationRequest, _ directory: ModelDirectory, index: Int?) -> [String: Any] {
+        var object: [String: Any] = [
+            "tokens": result.tokens, "prompt_tokens": request.promptTokens.count, "finish_reason": result.finishReason.rawValue,
+            "text": directory.tokenizer?.decode(result.tokens, skipSpecialTokens: true) ?? NSNull(),
+        ]
+        if let index { object["index"] = index }
+        return object
     }
 
     private func parseIDs(_ text: String) throws -> [Int] {
@@ -102,18 +106,37 @@ struct GenerateCommand: AsyncParsableCommand {
     }
 }
 
-/// Loads a model's weights, showing progress on stderr for large checkpoints.
-func loadWithProgress(_ directory: ModelDirectory, parts: ModelParts? = nil) throws -> Flamingo {
-    let start = Date()
-    let progress = Progress(enabled: isatty(2) != 0)
-    let model = try Flamingo(config: directory.config, weights: WeightStore(directory: directory.url),
-                             parts: parts ?? .all(directory.config)) { step in
-        progress.update("loading \(directory.url.lastPathComponent): \(step)")
+func jsonLine(_ object: [String: Any]) -> String {
+    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
+    return String(decoding: data, as: UTF8.self)
+}
+
+/// `--requests FILE`: one JSON object per line.
+enum RequestFile {
+    static func read(_ path: String, builder: RequestBuilder, defaultMaxTokens: Int) throws -> [GenerationRequest] {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw ValidationError("cannot read requests file \(path)")
+        }
+        var requests: [GenerationRequest] = []
+        for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
+            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
+                throw ValidationError("\(path):\(n + 1): not a JSON object")
+            }
+            let prompt = object["prompt"] as? String
+            let ids = (object["input_ids"] as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue }
+            let images = object["images"] as? [String] ?? []
+            let maxTokens = (object["max_tokens"] as? NSNumber)?.intValue ?? defaultMaxTokens
+            let temperature = (object["temperature"] as? NSNumber)?.floatValue ?? 0
+            let topP = (object["top_p"] as? NSNumber)?.floatValue ?? 1
+            let seed = (object["seed"] as? NSNumber)?.uint64Value ?? 0
+            let sampling: SamplingParameters = temperature > 0 ? .sample(temperature: temperature, topP: topP, seed: seed) : .greedy
+            do {
+                requests.append(try builder.request(prompt: prompt, inputIDs: ids, imagePaths: images, maxTokens: maxTokens, sampling: sampling))
+            } catch {
+                throw ValidationError("\(path):\(n + 1): \((error as? LocalizedError)?.errorDescription ?? "\(error)")")
+            }
+        }
+        guard !requests.isEmpty else { throw ValidationError("\(path) has no requests") }
+        return requests
     }
-    progress.finish()
-    let gigabytes = Double(model.weightBytes) / 1e9
-    if gigabytes > 0.25 {
-        FileHandle.standardError.write(Data(String(format: "loaded %.2f GB of weights in %.1f s\n", gigabytes, Date().timeIntervalSince(start)).utf8))
-    }
-    return model
 }

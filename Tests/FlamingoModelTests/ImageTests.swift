@@ -2,7 +2,7 @@ import FlamingoCore
 import Foundation
 import Testing
 
-@testable import FlamingoModel
+import FlamingoModel
 
 // Goldens come from scripts/reference/make_image_fixtures.py: PIL's decode (after transformers'
 // convert_to_rgb) and transformers' IdeficsImageProcessor pixel_values, in Tests/Fixtures/images.

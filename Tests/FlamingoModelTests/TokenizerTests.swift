@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-@testable import FlamingoModel
+import FlamingoModel
 
 // Golden cases come from scripts/reference/make_tokenizer_fixtures.py (tokenizers 0.23 and
 // transformers' PreTrainedTokenizerFast agree on all of them). Strings are compared by Unicode

@@ -19,6 +19,7 @@ typedef struct Flamingo__SequenceMeta Flamingo__SequenceMeta;
 typedef struct Flamingo__NamedTensor Flamingo__NamedTensor;
 typedef struct Flamingo__Hello Flamingo__Hello;
 typedef struct Flamingo__Stage Flamingo__Stage;
+typedef struct Flamingo__RankStats Flamingo__RankStats;
 typedef struct Flamingo__Plan Flamingo__Plan;
 typedef struct Flamingo__Envelope Flamingo__Envelope;
 
@@ -196,6 +197,38 @@ struct  Flamingo__Stage
     , 0, 0, 0, 0, 0 }
 
 
+/*
+ * A rank's figures, sent to rank 0 with its SHUTDOWN reply (--stats).
+ */
+struct  Flamingo__RankStats
+{
+  ProtobufCMessage base;
+  uint32_t rank;
+  char *role;
+  uint32_t layer_start;
+  uint32_t layer_end;
+  /*
+   * weights this rank maps
+   */
+  uint64_t weight_bytes;
+  /*
+   * VmHWM
+   */
+  uint64_t peak_rss_bytes;
+  double compute_seconds;
+  double wait_seconds;
+  uint64_t bytes_sent;
+  uint64_t bytes_received;
+  /*
+   * KV and cross-attention caches held at the end
+   */
+  uint64_t cache_bytes;
+};
+#define FLAMINGO__RANK_STATS__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&flamingo__rank_stats__descriptor) \
+    , 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
+
+
 struct  Flamingo__Plan
 {
   ProtobufCMessage base;
@@ -236,10 +269,14 @@ struct  Flamingo__Envelope
    * PLAN only
    */
   Flamingo__Plan *plan;
+  /*
+   * SHUTDOWN replies only
+   */
+  Flamingo__RankStats *stats;
 };
 #define FLAMINGO__ENVELOPE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flamingo__envelope__descriptor) \
-    , 0, FLAMINGO__KIND__KIND_UNSPECIFIED, 0, 0, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, 0, NULL, NULL }
+    , 0, FLAMINGO__KIND__KIND_UNSPECIFIED, 0, 0, 0, 0,NULL, 0,NULL, (char *)protobuf_c_empty_string, 0, NULL, NULL, NULL }
 
 
 /* Flamingo__SequenceMeta methods */
@@ -318,6 +355,25 @@ Flamingo__Stage *
 void   flamingo__stage__free_unpacked
                      (Flamingo__Stage *message,
                       ProtobufCAllocator *allocator);
+/* Flamingo__RankStats methods */
+void   flamingo__rank_stats__init
+                     (Flamingo__RankStats         *message);
+size_t flamingo__rank_stats__get_packed_size
+                     (const Flamingo__RankStats   *message);
+size_t flamingo__rank_stats__pack
+                     (const Flamingo__RankStats   *message,
+                      uint8_t             *out);
+size_t flamingo__rank_stats__pack_to_buffer
+                     (const Flamingo__RankStats   *message,
+                      ProtobufCBuffer     *buffer);
+Flamingo__RankStats *
+       flamingo__rank_stats__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   flamingo__rank_stats__free_unpacked
+                     (Flamingo__RankStats *message,
+                      ProtobufCAllocator *allocator);
 /* Flamingo__Plan methods */
 void   flamingo__plan__init
                      (Flamingo__Plan         *message);
@@ -370,6 +426,9 @@ typedef void (*Flamingo__Hello_Closure)
 typedef void (*Flamingo__Stage_Closure)
                  (const Flamingo__Stage *message,
                   void *closure_data);
+typedef void (*Flamingo__RankStats_Closure)
+                 (const Flamingo__RankStats *message,
+                  void *closure_data);
 typedef void (*Flamingo__Plan_Closure)
                  (const Flamingo__Plan *message,
                   void *closure_data);
@@ -388,6 +447,7 @@ extern const ProtobufCMessageDescriptor flamingo__sequence_meta__descriptor;
 extern const ProtobufCMessageDescriptor flamingo__named_tensor__descriptor;
 extern const ProtobufCMessageDescriptor flamingo__hello__descriptor;
 extern const ProtobufCMessageDescriptor flamingo__stage__descriptor;
+extern const ProtobufCMessageDescriptor flamingo__rank_stats__descriptor;
 extern const ProtobufCMessageDescriptor flamingo__plan__descriptor;
 extern const ProtobufCMessageDescriptor flamingo__envelope__descriptor;
 

@@ -104,10 +104,12 @@ public struct Message: Sendable {
     public var hello: Hello?
     /// Set on PLAN (required there), nil otherwise.
     public var plan: Plan?
+    /// A rank's statistics (SHUTDOWN replies when asked for).
+    public var stats: RankStats?
 
     public init(kind: MessageKind, requestID: UInt64 = 0, microbatchID: UInt32 = 0, step: UInt32 = 0,
                 sequences: [SequenceMeta] = [], tensors: [NamedTensor] = [], errorMessage: String = "",
-                sourceRank: UInt32 = 0, hello: Hello? = nil, plan: Plan? = nil) {
+                sourceRank: UInt32 = 0, hello: Hello? = nil, plan: Plan? = nil, stats: RankStats? = nil) {
         self.kind = kind
         self.requestID = requestID
         self.microbatchID = microbatchID
@@ -118,6 +120,7 @@ public struct Message: Sendable {
         self.sourceRank = sourceRank
         self.hello = hello
         self.plan = plan
+        self.stats = stats
     }
 
     /// The tensor called `name`, if present.
@@ -195,4 +198,35 @@ public enum FloatEncoding: Sendable {
     case f32
     /// Half the bytes; rounded to nearest even (8 significant bits).
     case bf16
+}
+
+/// What a rank reports about its run (`--stats`).
+public struct RankStats: Sendable, Equatable {
+    public var rank: UInt32
+    public var role: String
+    public var layerStart: UInt32
+    public var layerEnd: UInt32
+    public var weightBytes: UInt64
+    public var peakRSSBytes: UInt64
+    public var computeSeconds: Double
+    public var waitSeconds: Double
+    public var bytesSent: UInt64
+    public var bytesReceived: UInt64
+    public var cacheBytes: UInt64
+
+    public init(rank: UInt32, role: String, layerStart: UInt32, layerEnd: UInt32, weightBytes: UInt64,
+                peakRSSBytes: UInt64, computeSeconds: Double, waitSeconds: Double, bytesSent: UInt64,
+                bytesReceived: UInt64, cacheBytes: UInt64) {
+        self.rank = rank
+        self.role = role
+        self.layerStart = layerStart
+        self.layerEnd = layerEnd
+        self.weightBytes = weightBytes
+        self.peakRSSBytes = peakRSSBytes
+        self.computeSeconds = computeSeconds
+        self.waitSeconds = waitSeconds
+        self.bytesSent = bytesSent
+        self.bytesReceived = bytesReceived
+        self.cacheBytes = cacheBytes
+    }
 }

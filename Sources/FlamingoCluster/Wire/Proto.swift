@@ -76,6 +76,22 @@ enum Proto {
             c.pointee.software_version = memory.string(hello.softwareVersion)
             envelope.hello = c
         }
+        if let stats = message.stats {
+            let c = memory.pointee(Flamingo__RankStats.self)
+            flamingo__rank_stats__init(c)
+            c.pointee.rank = stats.rank
+            c.pointee.role = memory.string(stats.role)
+            c.pointee.layer_start = stats.layerStart
+            c.pointee.layer_end = stats.layerEnd
+            c.pointee.weight_bytes = stats.weightBytes
+            c.pointee.peak_rss_bytes = stats.peakRSSBytes
+            c.pointee.compute_seconds = stats.computeSeconds
+            c.pointee.wait_seconds = stats.waitSeconds
+            c.pointee.bytes_sent = stats.bytesSent
+            c.pointee.bytes_received = stats.bytesReceived
+            c.pointee.cache_bytes = stats.cacheBytes
+            envelope.stats = c
+        }
         if let plan = message.plan {
             let c = memory.pointee(Flamingo__Plan.self)
             flamingo__plan__init(c)
@@ -228,6 +244,13 @@ enum Proto {
             kind: kind, requestID: e.request_id, microbatchID: e.microbatch_id, step: e.step,
             sequences: sequences, errorMessage: try string(e.error_message, field: "error_message"),
             sourceRank: e.source_rank)
+        if let st = e.stats?.pointee {
+            message.stats = RankStats(
+                rank: st.rank, role: try string(st.role, field: "stats.role"), layerStart: st.layer_start,
+                layerEnd: st.layer_end, weightBytes: st.weight_bytes, peakRSSBytes: st.peak_rss_bytes,
+                computeSeconds: st.compute_seconds, waitSeconds: st.wait_seconds, bytesSent: st.bytes_sent,
+                bytesReceived: st.bytes_received, cacheBytes: st.cache_bytes)
+        }
         if let h = e.hello?.pointee {
             message.hello = Message.Hello(
                 worldSize: h.world_size,

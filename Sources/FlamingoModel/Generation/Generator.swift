@@ -32,6 +32,12 @@ public struct GenerationResult: Sendable {
     public var finishReason: FinishReason
     /// Logits of the last prompt position, [vocab + additional].
     public var promptLogits: [Float]
+
+    public init(tokens: [Int], finishReason: FinishReason, promptLogits: [Float]) {
+        self.tokens = tokens
+        self.finishReason = finishReason
+        self.promptLogits = promptLogits
+    }
 }
 
 /// Errors in a request (not in the model): reported to the user, never a crash.
@@ -43,6 +49,8 @@ public enum RequestError: Error, LocalizedError, Equatable {
     case promptTooLong(tokens: Int, limit: Int)
     case badSampling(String)
     case imageTokenUnknown
+    case noTokenizer(String)
+    case promptMissing
 
     public var errorDescription: String? {
         switch self {
@@ -54,6 +62,8 @@ public enum RequestError: Error, LocalizedError, Equatable {
         case .promptTooLong(let tokens, let limit): "prompt of \(tokens) tokens plus generation exceeds the model's \(limit) positions"
         case .badSampling(let why): "bad sampling parameters: \(why)"
         case .imageTokenUnknown: "the model has no image token id (config.json image_token_id, or <image> in tokenizer.json)"
+        case .noTokenizer(let dir): "\(dir) has no tokenizer.json; give token ids instead of a prompt"
+        case .promptMissing: "give either a prompt or token ids"
         }
     }
 }
@@ -70,29 +80,7 @@ public struct Generator: Sendable {
 
     /// Checks a request against the model; returns each prompt token's image index.
     public func validate(_ request: GenerationRequest) throws -> [Int?] {
-        let text = model.config.text
-        guard !request.promptTokens.isEmpty else { throw RequestError.emptyPrompt }
-        guard request.maxTokens >= 1 else { throw RequestError.badMaxTokens(request.maxTokens) }
-        for t in request.promptTokens where t < 0 || t >= text.totalVocabSize {
-            throw RequestError.tokenOutOfRange(token: t, vocabularySize: text.totalVocabSize)
-        }
-        if request.promptTokens.count + request.maxTokens > text.maxPositionEmbeddings {
-            throw RequestError.promptTooLong(tokens: request.promptTokens.count, limit: text.maxPositionEmbeddings)
-        }
-        if case .sample(let temperature, let topP, _) = request.sampling {
-            guard temperature >= 0, temperature.isFinite else { throw RequestError.badSampling("temperature must be >= 0") }
-            guard topP > 0, topP <= 1 else { throw RequestError.badSampling("top-p must be in (0, 1]") }
-        }
-        let markers = imageTokenID.map { id in request.promptTokens.filter { $0 == id }.count } ?? 0
-        if markers != request.images.count {
-            if imageTokenID == nil && !request.images.isEmpty { throw RequestError.imageTokenUnknown }
-            throw RequestError.imageCountMismatch(markers: markers, images: request.images.count)
-        }
-        let s = model.config.vision.imageSize
-        for image in request.images { precondition(image.shape == [3, s, s], "images must be preprocessed to [3, \(s), \(s)]") }
-        guard let imageTokenID else { return Array(repeating: nil, count: request.promptTokens.count) }
-        return ImageAttention.imageIndices(tokens: request.promptTokens, imageTokenID: imageTokenID,
-                                           endOfSequenceTokenID: text.eosTokenIDs.first)
+        try request.validate(config: model.config, imageTokenID: imageTokenID)
     }
 
     /// Generates up to `maxTokens`, calling `onToken` after each (return false to stop early).
@@ -127,5 +115,37 @@ public struct Generator: Sendable {
             model.language.forward(&step, imageIndex: [decodeImage], cache: &cache)
             logits = head(step).scalars
         }
+    }
+}
+
+extension GenerationRequest {
+    /// Checks the request against a model's config; returns each prompt token's image index
+    /// (IDEFICS's rule, `ImageAttention`).
+    public func validate(config: FlamingoConfig, imageTokenID: Int?) throws -> [Int?] {
+        let text = config.text
+        guard !promptTokens.isEmpty else { throw RequestError.emptyPrompt }
+        guard maxTokens >= 1 else { throw RequestError.badMaxTokens(maxTokens) }
+        for t in promptTokens where t < 0 || t >= text.totalVocabSize {
+            throw RequestError.tokenOutOfRange(token: t, vocabularySize: text.totalVocabSize)
+        }
+        if promptTokens.count + maxTokens > text.maxPositionEmbeddings {
+            throw RequestError.promptTooLong(tokens: promptTokens.count, limit: text.maxPositionEmbeddings)
+        }
+        if case .sample(let temperature, let topP, _) = sampling {
+            guard temperature >= 0, temperature.isFinite else { throw RequestError.badSampling("temperature must be >= 0") }
+            guard topP > 0, topP <= 1 else { throw RequestError.badSampling("top-p must be in (0, 1]") }
+        }
+        let markers = imageTokenID.map { id in promptTokens.filter { $0 == id }.count } ?? 0
+        if markers != images.count {
+            if imageTokenID == nil && !images.isEmpty { throw RequestError.imageTokenUnknown }
+            throw RequestError.imageCountMismatch(markers: markers, images: images.count)
+        }
+        let s = config.vision.imageSize
+        for image in images where image.shape != [3, s, s] {
+            throw RequestError.badSampling("image tensor \(image.shape) is not [3, \(s), \(s)]")
+        }
+        guard let imageTokenID else { return Array(repeating: nil, count: promptTokens.count) }
+        return ImageAttention.imageIndices(tokens: promptTokens, imageTokenID: imageTokenID,
+                                           endOfSequenceTokenID: text.eosTokenIDs.first)
     }
 }

@@ -18,17 +18,17 @@
 /// - each output = clamp((2^(precision-1) + sum(w_j * x_j)) >> precision, 0, 255);
 /// - horizontal pass first, rounded and clamped to uint8, then the vertical pass; a pass whose
 ///   size does not change is skipped (so an image already at the target size is returned as is).
-struct BicubicResampler: Sendable {
+public struct BicubicResampler: Sendable {
     /// Precomputed taps for one axis: output i reads `count[i]` inputs from `start[i]`.
-    struct Taps: Sendable {
-        var start: [Int]
-        var count: [Int]
+    public struct Taps: Sendable {
+        public var start: [Int]
+        public var count: [Int]
         /// `outSize * stride` weights, row i at `i * stride`.
-        var weights: [Int32]
-        var stride: Int
-        var precision: Int
+        public var weights: [Int32]
+        public var stride: Int
+        public var precision: Int
 
-        init(inSize: Int, outSize: Int) {
+        public init(inSize: Int, outSize: Int) {
             precondition(inSize > 0 && outSize > 0)
             let scale = Double(inSize) / Double(outSize)
             let filterScale = max(scale, 1.0)

@@ -77,7 +77,7 @@ struct SampleLayout {
 /// One channel of `PIL.Image.alpha_composite(white, pixel)` (Pillow src/libImaging/AlphaComposite.c,
 /// 7 extra bits of precision, rounded divisions by 255), specialised to an opaque white backdrop.
 @inline(__always)
-func compositeOnWhite(_ value: UInt8, alpha: UInt8) -> UInt8 {
+public func compositeOnWhite(_ value: UInt8, alpha: UInt8) -> UInt8 {
     if alpha == 255 { return value }
     if alpha == 0 { return 255 }
     let precisionBits: UInt32 = 7

@@ -1,0 +1,247 @@
+import FlamingoCore
+import FlamingoModel
+import Foundation
+
+/// How a run is laid out and scheduled.
+public struct PipelineOptions: Sendable {
+    /// Give vision + resampler a rank of their own (rank 1).
+    public var visionOwnRank = false
+    /// Microbatch groups in flight (default: max(4, LM stages), so every stage has work).
+    public var microbatches: Int?
+    /// Sequences per microbatch group.
+    public var batchSize = 8
+    /// Memory each rank may use, for planning (nil: no limit).
+    public var memoryPerRank: Int?
+    /// How long to wait for a peer's first message after start (model loading included).
+    public var startupTimeout: Duration = .seconds(600)
+    public init() {}
+}
+
+/// What a finished run reports on rank 0.
+public struct RunReport: Sendable {
+    public var results: [GenerationResult]
+    public var plan: PipelinePlan
+    /// Per-rank statistics, rank order (filled when asked for).
+    public var stats: [RankStats]
+    public var seconds: Double
+}
+
+/// Runs requests through the pipeline of the transport's ranks. Every rank calls `run` with the
+/// same model and options; each loads only its own stage. Rank 0 builds the requests (tokenizer,
+/// images), schedules and samples, and gets the report; the other ranks serve their stage until
+/// rank 0 shuts them down, and get nil.
+public enum PipelineRuntime {
+    public static func run(
+        transport: StageTransport,
+        directory: ModelDirectory,
+        options: PipelineOptions,
+        collectStats: Bool = false,
+        progress: @escaping (String) -> Void = { _ in },
+        makeRequests: () throws -> [GenerationRequest]
+    ) throws -> RunReport? {
+        let started = ContinuousClock.now
+        let config = directory.config
+        let shape = ModelShape(config: config, dtype: .f32, name: directory.url.lastPathComponent)
+        let plan = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: nil,
+                                            visionOwnRank: options.visionOwnRank)
+        let assignment = plan.stages[transport.rank]
+        let parts = ModelParts(vision: assignment.vision, embedding: assignment.embedding,
+                               layers: assignment.layers, outputHead: assignment.outputHead)
+        let model = try Flamingo(config: config, weights: WeightStore(directory: directory.url), parts: parts, progress: progress)
+        let fingerprint = try Fingerprint.of(directory: directory.url)
+        var worker = StageWorker(assignment: assignment, plan: plan, model: model)
+        let send: (Message, Int) throws -> Void = { message, rank in try transport.send(message, to: rank) }
+
+        if transport.rank != 0 {
+            try transport.send(Message(kind: .hello, hello: .init(worldSize: UInt32(transport.worldSize),
+                                                                  modelFingerprint: fingerprint.tensors,
+                                                                  configHash: fingerprint.config)), to: 0)
+            try serveStage(&worker, transport: transport, send: send, startupTimeout: options.startupTimeout, started: started)
+            return nil
+        }
+
+        // Rank 0: requests first, so bad input ends every rank before any work.
+        let requests: [GenerationRequest]
+        do {
+            requests = try makeRequests()
+        } catch {
+            for r in 1..<max(1, transport.worldSize) {
+                try? transport.send(Message(kind: .shutdown, errorMessage: "rank 0: \(error.localizedDescription)"), to: r)
+            }
+            transport.flush(timeout: .seconds(5))
+            throw error
+        }
+        try awaitHellos(transport: transport, fingerprint: fingerprint, timeout: options.startupTimeout)
+
+        let imageTokenID = directory.imageTokenID
+        let eos = config.text.eosTokenIDs.first
+        let indices = requests.map { r in
+            imageTokenID.map { ImageAttention.imageIndices(tokens: r.promptTokens, imageTokenID: $0, endOfSequenceTokenID: eos) }
+                ?? Array(repeating: nil, count: r.promptTokens.count)
+        }
+        let groupCount = options.microbatches ?? max(4, plan.languageStages.count)
+        var coordinator = Coordinator(plan: plan, requests: requests, imageIndices: indices,
+                                      groupCount: groupCount, batchSize: options.batchSize)
+        let visualTokens: ((Tensor) -> Tensor)? = assignment.vision ? { model.visualTokens(pixels: $0) } : nil
+        let computeStart = ContinuousClock.now
+        var visionTime: Duration = .zero
+        while !coordinator.isFinished {
+            let t0 = ContinuousClock.now
+            try coordinator.dispatch(send: send, visualTokens: visualTokens)
+            visionTime += ContinuousClock.now - t0
+            guard let message = try transport.receive(timeout: .seconds(1)) else { continue }
+            switch message.kind {
+            case .logits:
+                try coordinator.handleLogits(message, send: send)
+            case .error:
+                throw PipelineError.stageFailed(rank: Int(message.sourceRank), message: message.errorMessage)
+            case .visualTokens, .prefill, .decode, .cancel:
+                try worker.handle(message, send: send)
+            default:
+                throw PipelineError.protocolViolation("rank 0 got an unexpected \(message.kind) from rank \(message.sourceRank)")
+            }
+        }
+        let seconds = Double((ContinuousClock.now - computeStart).components.attoseconds) * 1e-18
+            + Double((ContinuousClock.now - computeStart).components.seconds)
+
+        // Shut the other ranks down; collect their statistics on the way.
+        var stats: [RankStats] = []
+        for r in 1..<max(1, transport.worldSize) {
+            try transport.send(Message(kind: .shutdown, step: collectStats ? 1 : 0), to: r)
+        }
+        if collectStats {
+            worker.computeTime += visionTime
+            stats.append(RankStats.current(rank: 0, assignment: assignment, worker: worker, transport: transport, started: started))
+            var pending = Set(1..<max(1, transport.worldSize))
+            while !pending.isEmpty {
+                guard let m = try transport.receive(timeout: .seconds(10)) else {
+                    throw PipelineError.protocolViolation("ranks \(pending.sorted()) did not report statistics")
+                }
+                if m.kind == .shutdown, let s = m.stats {
+                    stats.append(s)
+                    pending.remove(Int(m.sourceRank))
+                }
+            }
+            stats.sort { $0.rank < $1.rank }
+        }
+        transport.flush(timeout: .seconds(5))
+        let results = (0..<requests.count).map { coordinator.results[$0]! }
+        return RunReport(results: results, plan: plan, stats: stats, seconds: seconds)
+    }
+
+    /// A worker rank's loop: handle stage messages until rank 0 says shut down.
+    private static func serveStage(_ worker: inout StageWorker, transport: StageTransport,
+                                   send: (Message, Int) throws -> Void, startupTimeout: Duration, started: ContinuousClock.Instant) throws {
+        while true {
+            guard let message = try transport.receive(timeout: .seconds(1)) else { continue }
+            switch message.kind {
+            case .shutdown:
+                if !message.errorMessage.isEmpty { throw PipelineError.stageFailed(rank: 0, message: message.errorMessage) }
+                if message.step == 1 {
+                    var reply = Message(kind: .shutdown)
+                    reply.stats = RankStats.current(rank: transport.rank, assignment: worker.assignment, worker: worker,
+                                                    transport: transport, started: started)
+                    try transport.send(reply, to: 0)
+                }
+                transport.flush(timeout: .seconds(5))
+                return
+            case .visualTokens, .prefill, .decode, .cancel:
+                do {
+                    try worker.handle(message, send: send)
+                } catch {
+                    try? transport.send(Message(kind: .error, errorMessage: error.localizedDescription), to: 0)
+                    transport.flush(timeout: .seconds(2))
+                    throw error
+                }
+            default:
+                throw PipelineError.protocolViolation("rank \(transport.rank) got an unexpected \(message.kind)")
+            }
+        }
+    }
+
+    /// Rank 0 waits for every other rank's HELLO and checks they loaded the same model.
+    private static func awaitHellos(transport: StageTransport, fingerprint: Fingerprint, timeout: Duration) throws {
+        var pending = Set(1..<max(1, transport.worldSize))
+        let deadline = ContinuousClock.now + timeout
+        while !pending.isEmpty {
+            guard ContinuousClock.now < deadline else {
+                throw PipelineError.protocolViolation("ranks \(pending.sorted()) did not start within \(timeout)")
+            }
+            guard let m = try transport.receive(timeout: .seconds(1)) else { continue }
+            let rank = Int(m.sourceRank)
+            switch m.kind {
+            case .hello:
+                guard let hello = m.hello else { throw PipelineError.protocolViolation("HELLO without its payload") }
+                if hello.worldSize != UInt32(transport.worldSize) {
+                    throw PipelineError.mismatchedPeer(rank: rank, reason: "it sees \(hello.worldSize) ranks, rank 0 sees \(transport.worldSize)")
+                }
+                if hello.configHash != fingerprint.config {
+                    throw PipelineError.mismatchedPeer(rank: rank, reason: "its config.json differs")
+                }
+                if hello.modelFingerprint != fingerprint.tensors {
+                    throw PipelineError.mismatchedPeer(rank: rank, reason: "its checkpoint has different tensors")
+                }
+                pending.remove(rank)
+            case .error:
+                throw PipelineError.stageFailed(rank: rank, message: m.errorMessage)
+            default:
+                throw PipelineError.protocolViolation("expected HELLO from rank \(rank), got \(m.kind)")
+            }
+        }
+    }
+}
+
+/// Identifies a checkpoint cheaply: the config file's bytes and the tensor table (names, dtypes,
+/// shapes), so ranks on different hosts can check they hold the same model.
+struct Fingerprint {
+    let config: UInt64
+    let tensors: String
+
+    static func of(directory: URL) throws -> Fingerprint {
+        let configBytes = (try? Data(contentsOf: directory.appendingPathComponent("config.json"))) ?? Data()
+        let store = try WeightStore(directory: directory)
+        var table = ""
+        for name in store.tensorNames {
+            if let e = store.entry(name) { table += "\(name):\(e.dtype.rawValue):\(e.shape);" }
+        }
+        return Fingerprint(config: fnv1a(configBytes), tensors: String(fnv1a(Data(table.utf8)), radix: 16))
+    }
+
+    static func fnv1a(_ data: Data) -> UInt64 {
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in data { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+        return h
+    }
+}
+
+extension RankStats {
+    /// This rank's figures now.
+    static func current(rank: Int, assignment: StageAssignment, worker: StageWorker, transport: StageTransport,
+                        started: ContinuousClock.Instant) -> RankStats {
+        let wall = ContinuousClock.now - started
+        let total = Double(wall.components.seconds) + Double(wall.components.attoseconds) * 1e-18
+        let compute = Double(worker.computeTime.components.seconds) + Double(worker.computeTime.components.attoseconds) * 1e-18
+        let c = transport.counters
+        return RankStats(rank: UInt32(rank), role: assignment.role,
+                         layerStart: UInt32(assignment.layers.lowerBound), layerEnd: UInt32(assignment.layers.upperBound),
+                         weightBytes: UInt64(worker.model.weightBytes), peakRSSBytes: UInt64(ProcessMemory.peakResidentBytes),
+                         computeSeconds: compute, waitSeconds: max(0, total - compute),
+                         bytesSent: UInt64(c.bytesSent), bytesReceived: UInt64(c.bytesReceived),
+                         cacheBytes: UInt64(worker.cacheBytes))
+    }
+}
+
+/// Peak resident memory of this process (VmHWM in /proc/self/status).
+public enum ProcessMemory {
+    public static var peakResidentBytes: Int { field("VmHWM") }
+    public static var residentBytes: Int { field("VmRSS") }
+
+    private static func field(_ name: String) -> Int {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix(name + ":") {
+            let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
+            return kb * 1024
+        }
+        return 0
+    }
+}

@@ -1,0 +1,38 @@
+import FlamingoCore
+import Foundation
+
+/// Turns what a user gives (prompt text or token ids, image files) into a checked
+/// `GenerationRequest` for a model directory: tokenization, image decoding and preprocessing.
+public struct RequestBuilder: Sendable {
+    public let directory: ModelDirectory
+
+    public init(directory: ModelDirectory) { self.directory = directory }
+
+    /// - Parameters:
+    ///   - prompt: text with `<image>` markers (needs tokenizer.json), or
+    ///   - inputIDs: raw token ids, the image token marking image positions.
+    public func request(prompt: String?, inputIDs: [Int]?, imagePaths: [String], maxTokens: Int,
+                        sampling: SamplingParameters) throws -> GenerationRequest {
+        let tokens: [Int]
+        switch (prompt, inputIDs) {
+        case (let text?, nil):
+            guard let tokenizer = directory.tokenizer else { throw RequestError.noTokenizer(directory.url.path) }
+            let builder = PromptBuilder(tokenizer: tokenizer)
+            let markers = builder.expandedText(text).imageCount
+            if markers != imagePaths.count { throw RequestError.imageCountMismatch(markers: markers, images: imagePaths.count) }
+            tokens = builder.tokens(text)
+        case (nil, let ids?):
+            tokens = ids
+        default:
+            throw RequestError.promptMissing
+        }
+        // Cheap checks before any image is decoded (placeholders stand in for the images).
+        let s = directory.config.vision.imageSize
+        let placeholders = Array(repeating: Tensor(zeros: [3, s, s]), count: imagePaths.count)
+        _ = try GenerationRequest(promptTokens: tokens, images: placeholders, maxTokens: maxTokens, sampling: sampling,
+                                  stopTokens: []).validate(config: directory.config, imageTokenID: directory.imageTokenID)
+        let images = try imagePaths.map { try directory.preprocessor(RGBImage(contentsOf: URL(fileURLWithPath: $0))) }
+        return GenerationRequest(promptTokens: tokens, images: images, maxTokens: maxTokens, sampling: sampling,
+                                 stopTokens: Set(directory.config.text.eosTokenIDs))
+    }
+}

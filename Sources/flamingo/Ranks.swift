@@ -1,0 +1,102 @@
+import ArgumentParser
+import FlamingoCluster
+import FlamingoCore
+import FlamingoModel
+import Foundation
+
+/// Options of commands that run the pipeline.
+struct PipelineCommandOptions: ParsableArguments {
+    @Flag(name: .customLong("vision-own-rank"), help: "Give vision + resampler a rank of their own (rank 1).")
+    var visionOwnRank = false
+
+    @Option(help: "Microbatch groups kept in flight (default: max(4, LM stages)).")
+    var microbatches: Int?
+
+    @Option(name: .customLong("batch-size"), help: "Sequences per microbatch group.")
+    var batchSize: Int = 8
+
+    @Flag(help: "Print per-rank statistics on stderr: role, layers, weights, peak RSS, compute vs wait, bytes moved.")
+    var stats = false
+
+    var pipeline: PipelineOptions {
+        var o = PipelineOptions()
+        o.visionOwnRank = visionOwnRank
+        o.microbatches = microbatches
+        o.batchSize = batchSize
+        return o
+    }
+}
+
+/// Runs a pipeline job on this rank: under mpirun over MPI, else as one process. Rank 0 makes the
+/// requests and reports; every rank serves its stage. Errors print one line and exit non-zero;
+/// a failing rank ends the whole job (mpirun stops the others).
+func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOptions,
+                makeRequests: (ModelDirectory) throws -> [GenerationRequest],
+                report: (ModelDirectory, [GenerationRequest], RunReport) throws -> Void) async throws {
+    let transport: StageTransport
+    var mpi: MPITransport? = nil
+    do {
+        if MPITransport.launchedByMPI {
+            let t = try MPITransport()
+            mpi = t
+            transport = t
+        } else {
+            transport = InProcessTransport()
+        }
+    } catch {
+        printError(error, rank: nil)
+        throw ExitCode(1)
+    }
+    let cores = ProcessInfo.processInfo.activeProcessorCount
+    ComputeThreads.configure(modelOptions.threads ?? max(1, cores / MPITransport.localRankCount))
+    let rankLabel = transport.worldSize > 1 ? transport.rank : nil
+    do {
+        let directory = try ModelDirectory(modelOptions.modelURL)
+        var requests: [GenerationRequest] = []
+        let progress = Progress(enabled: transport.rank == 0 && isatty(2) != 0)
+        let result = try PipelineRuntime.run(
+            transport: transport, directory: directory, options: pipelineOptions.pipeline,
+            collectStats: pipelineOptions.stats, progress: { progress.update("loading \(directory.url.lastPathComponent): \($0)") }
+        ) {
+            progress.finish()
+            requests = try makeRequests(directory)
+            return requests
+        }
+        progress.finish()
+        if let result {
+            try report(directory, requests, result)
+            if pipelineOptions.stats { printStats(result) }
+        }
+        mpi?.finalize()
+    } catch PipelineError.stageFailed(rank: 0, _) where transport.rank != 0 {
+        // Rank 0 already said what went wrong.
+        exit(1)
+    } catch {
+        printError(error, rank: rankLabel)
+        // Under mpirun, a rank that exits without finalising ends the job: no rank is left waiting.
+        exit(1)
+    }
+}
+
+func printError(_ error: Error, rank: Int?) {
+    let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+    let prefix = rank.map { "rank \($0): " } ?? ""
+    FileHandle.standardError.write(Data("error: \(prefix)\(message)\n".utf8))
+}
+
+func printStats(_ report: RunReport) {
+    var lines = ["rank  role                                  layers   weights     peak RSS    compute s  wait s    sent        received"]
+    for s in report.stats {
+        let layers = s.layerStart == s.layerEnd ? "-" : "\(s.layerStart)-\(s.layerEnd - 1)"
+        lines.append(String(format: "%4d  %@ %@ %@ %@ %9.2f  %7.2f  %@ %@", s.rank,
+                            s.role.padding(toLength: 37, withPad: " ", startingAt: 0),
+                            layers.padding(toLength: 8, withPad: " ", startingAt: 0),
+                            megabytes(Int(s.weightBytes)), megabytes(Int(s.peakRSSBytes)),
+                            s.computeSeconds, s.waitSeconds, megabytes(Int(s.bytesSent)), megabytes(Int(s.bytesReceived))))
+    }
+    FileHandle.standardError.write(Data((lines.joined(separator: "\n") + "\n").utf8))
+}
+
+func megabytes(_ bytes: Int) -> String {
+    String(format: "%8.1f MB", Double(bytes) / 1e6).padding(toLength: 11, withPad: " ", startingAt: 0)
+}

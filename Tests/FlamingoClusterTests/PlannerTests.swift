@@ -1,0 +1,93 @@
+import Testing
+import FlamingoCluster
+import FlamingoCore
+
+// The planner is a pure function: table tests over shapes, rank counts and budgets.
+
+@Test func oneRankHoldsEverything() throws {
+    let plan = try FlamingoCluster.plan(shape: ShapePreset.bench1b.shape(dtype: .bf16), ranks: 1)
+    #expect(plan.stages.count == 1)
+    let s = plan.stages[0]
+    #expect(s.coordinator && s.vision && s.embedding && s.outputHead)
+    #expect(s.layers == 0..<16)
+}
+
+@Test(arguments: 2...6)
+func layersAreCoveredOnceInOrder(ranks: Int) throws {
+    let shape = ShapePreset.idefics9b.shape(dtype: .bf16)
+    let plan = try FlamingoCluster.plan(shape: shape, ranks: ranks)
+    #expect(plan.stages.count == ranks)
+    #expect(plan.stages[0].coordinator && plan.stages[0].vision && plan.stages[0].layers.isEmpty)
+    let lm = plan.languageStages
+    #expect(lm.first?.embedding == true)
+    #expect(lm.last?.outputHead == true)
+    var next = 0
+    for s in lm {
+        #expect(s.layers.lowerBound == next)
+        next = s.layers.upperBound
+    }
+    #expect(next == shape.layerCount)
+    #expect(lm.reduce(0) { $0 + $1.crossBlocks } == shape.crossBlockCount)
+}
+
+@Test func stagesAreBalanced() throws {
+    let plan = try FlamingoCluster.plan(shape: ShapePreset.idefics80b.shape(dtype: .bf16), ranks: 9)
+    let times = plan.languageStages.map(\.estimatedMillisecondsPerToken)
+    let mean = times.reduce(0, +) / Double(times.count)
+    // Layers are indivisible, so perfect balance is impossible; the worst stage stays close to the mean.
+    #expect(times.max()! <= mean * 1.25, "\(times)")
+}
+
+@Test func idefics80bFitsOnTenRanksOf22GiB() throws {
+    let plan = try FlamingoCluster.plan(shape: ShapePreset.idefics80b.shape(dtype: .bf16), ranks: 10,
+                                        memoryPerRank: parseByteSize("22GiB")!)
+    for s in plan.stages {
+        #expect(s.weightBytes + (512 << 20) <= parseByteSize("22GiB")!, "rank \(s.rank) holds \(gib(s.weightBytes))")
+    }
+}
+
+@Test func idefics80bOnFourRanksIsRefusedWithTheNumberNeeded() {
+    #expect(throws: PlanError.self) {
+        try FlamingoCluster.plan(shape: ShapePreset.idefics80b.shape(dtype: .bf16), ranks: 4, memoryPerRank: parseByteSize("22GiB")!)
+    }
+    do {
+        _ = try FlamingoCluster.plan(shape: ShapePreset.idefics80b.shape(dtype: .bf16), ranks: 4, memoryPerRank: parseByteSize("22GiB")!)
+    } catch let PlanError.tooFewRanks(needed, given, _) {
+        #expect(given == 4)
+        #expect(needed >= 9 && needed <= 10)
+        // And the number it names is enough.
+        #expect((try? FlamingoCluster.plan(shape: ShapePreset.idefics80b.shape(dtype: .bf16), ranks: needed,
+                                           memoryPerRank: parseByteSize("22GiB")!)) != nil)
+    } catch {
+        Issue.record("unexpected error \(error)")
+    }
+}
+
+@Test func visionCanHaveItsOwnRank() throws {
+    let plan = try FlamingoCluster.plan(shape: ShapePreset.idefics9b.shape(dtype: .bf16), ranks: 4, visionOwnRank: true)
+    #expect(!plan.stages[0].vision && plan.stages[0].layers.isEmpty)
+    #expect(plan.stages[1].vision && plan.stages[1].layers.isEmpty)
+    #expect(plan.languageStages.map(\.rank) == [2, 3])
+    #expect(throws: PlanError.self) {
+        try FlamingoCluster.plan(shape: ShapePreset.idefics9b.shape(dtype: .bf16), ranks: 2, visionOwnRank: true)
+    }
+}
+
+@Test func moreRanksThanLayersLeavesTrailingRanksIdle() throws {
+    var shape = ShapePreset.bench1b.shape(dtype: .f32)
+    shape.layerCount = 2
+    shape.crossLayerInterval = 1
+    let plan = try FlamingoCluster.plan(shape: shape, ranks: 5)
+    #expect(plan.languageStages.map(\.layers) == [0..<1, 1..<2])
+    #expect(plan.stages[3].role == "idle" && plan.stages[4].role == "idle")
+}
+
+@Test(arguments: [("22GiB", 22 << 30), ("512MiB", 512 << 20), ("1.5G", 3 << 29), ("1000", 1000), ("2GB", 2_000_000_000)])
+func parsesByteSizes(text: String, bytes: Int) {
+    #expect(parseByteSize(text) == bytes)
+}
+
+@Test func rejectsBadByteSizes() {
+    #expect(parseByteSize("lots") == nil)
+    #expect(parseByteSize("-3GiB") == nil)
+}
