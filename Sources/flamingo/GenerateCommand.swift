@@ -43,7 +43,7 @@ struct GenerateCommand: AsyncParsableCommand {
     @Flag(help: "Print one JSON object: tokens, text, prompt_tokens, finish_reason.")
     var json = false
 
-    @Option(name: .customLong("dump-logits"), help: "Write the float32 logits of the last prompt position to this .npy file.")
+    @Option(name: .customLong("dump-logits"), help: "Write the float32 logits of the last prompt position to this .npy file ([requests, vocab] with --requests).")
     var dumpLogits: String?
 
     func run() async throws {
@@ -64,6 +64,12 @@ struct GenerateCommand: AsyncParsableCommand {
             return [try RequestBuilder(directory: directory).request(prompt: prompt, inputIDs: ids, imagePaths: images,
                                                                      maxTokens: maxTokens, sampling: sampling)]
         } report: { directory, requests, report in
+            if let dumpLogits {
+                // One row per request: the float32 logits of its last prompt position.
+                let rows = report.results.map(\.promptLogits)
+                try NPY.write(Tensor(rows.flatMap { $0 }, shape: requestsFile == nil ? [rows[0].count] : [rows.count, rows[0].count]),
+                              to: URL(fileURLWithPath: dumpLogits))
+            }
             if requestsFile != nil {
                 var tokens = 0
                 for (i, result) in report.results.enumerated() {
@@ -76,9 +82,6 @@ struct GenerateCommand: AsyncParsableCommand {
                 return
             }
             let result = report.results[0]
-            if let dumpLogits {
-                try NPY.write(Tensor(result.promptLogits, shape: [result.promptLogits.count]), to: URL(fileURLWithPath: dumpLogits))
-            }
             if json {
                 print(jsonLine(output(result, requests[0], directory, index: nil)))
             } else {

@@ -18,6 +18,9 @@ struct PipelineCommandOptions: ParsableArguments {
     @Flag(help: "Print per-rank statistics on stderr: role, layers, weights, peak RSS, compute vs wait, bytes moved.")
     var stats = false
 
+    @Option(name: .customLong("stats-json"), help: "Also write the per-rank statistics to this JSON file.")
+    var statsJSON: String?
+
     var pipeline: PipelineOptions {
         var o = PipelineOptions()
         o.visionOwnRank = visionOwnRank
@@ -56,7 +59,7 @@ func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
         let progress = Progress(enabled: transport.rank == 0 && isatty(2) != 0)
         let result = try PipelineRuntime.run(
             transport: transport, directory: directory, options: pipelineOptions.pipeline,
-            collectStats: pipelineOptions.stats, progress: { progress.update("loading \(directory.url.lastPathComponent): \($0)") }
+            collectStats: pipelineOptions.stats || pipelineOptions.statsJSON != nil, progress: { progress.update("loading \(directory.url.lastPathComponent): \($0)") }
         ) {
             progress.finish()
             requests = try makeRequests(directory)
@@ -66,6 +69,7 @@ func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
         if let result {
             try report(directory, requests, result)
             if pipelineOptions.stats { printStats(result) }
+            if let path = pipelineOptions.statsJSON { try writeStatsJSON(result, to: path) }
         }
         mpi?.finalize()
     } catch PipelineError.stageFailed(rank: 0, _) where transport.rank != 0 {
@@ -99,4 +103,15 @@ func printStats(_ report: RunReport) {
 
 func megabytes(_ bytes: Int) -> String {
     String(format: "%8.1f MB", Double(bytes) / 1e6).padding(toLength: 11, withPad: " ", startingAt: 0)
+}
+
+func writeStatsJSON(_ report: RunReport, to path: String) throws {
+    let ranks: [[String: Any]] = report.stats.map { s in
+        ["rank": s.rank, "role": s.role, "layer_start": s.layerStart, "layer_end": s.layerEnd,
+         "weight_bytes": s.weightBytes, "peak_rss_bytes": s.peakRSSBytes, "compute_seconds": s.computeSeconds,
+         "wait_seconds": s.waitSeconds, "bytes_sent": s.bytesSent, "bytes_received": s.bytesReceived,
+         "peak_cache_bytes": s.cacheBytes]
+    }
+    let object: [String: Any] = ["seconds": report.seconds, "ranks": ranks]
+    try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: path))
 }

@@ -25,9 +25,10 @@ enum CLI {
         var stderrLines: [Substring] { stderr.split(separator: "\n", omittingEmptySubsequences: true) }
     }
 
-    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 120) throws -> Result {
+    static func run(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 120,
+                    executable: String? = nil) throws -> Result {
         let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
+        process.executableURL = URL(fileURLWithPath: executable ?? binary)
         process.arguments = arguments
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_CORETYPE"] = env["OPENBLAS_CORETYPE"] ?? "Haswell"

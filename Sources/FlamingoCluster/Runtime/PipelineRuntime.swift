@@ -227,7 +227,7 @@ extension RankStats {
                          weightBytes: UInt64(worker.model.weightBytes), peakRSSBytes: UInt64(ProcessMemory.peakResidentBytes),
                          computeSeconds: compute, waitSeconds: max(0, total - compute),
                          bytesSent: UInt64(c.bytesSent), bytesReceived: UInt64(c.bytesReceived),
-                         cacheBytes: UInt64(worker.cacheBytes))
+                         cacheBytes: UInt64(worker.peakCacheBytes))
     }
 }
 

@@ -28,6 +28,8 @@ struct StageWorker {
     /// Steps that arrived before the visual tokens they need (they come from another rank).
     private var deferred: [Message] = []
     var computeTime: Duration = .zero
+    /// Most bytes the sequence caches held at once.
+    private(set) var peakCacheBytes = 0
 
     init(assignment: StageAssignment, plan: PipelinePlan, model: Flamingo) {
         self.assignment = assignment
@@ -92,6 +94,7 @@ struct StageWorker {
             i += 1
         }
         caches[sequence.sequenceID] = cache
+        peakCacheBytes = max(peakCacheBytes, cacheBytes)
         computeTime += ContinuousClock.now - start
     }
 
@@ -141,6 +144,7 @@ struct StageWorker {
         }
         model.language.forward(&h, slices: slices, caches: &batchCaches)
         for (s, cache) in zip(message.sequences, batchCaches) { caches[s.sequenceID] = cache }
+        peakCacheBytes = max(peakCacheBytes, cacheBytes)
 
         var out = message
         out.tensors = []

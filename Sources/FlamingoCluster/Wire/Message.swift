@@ -212,6 +212,7 @@ public struct RankStats: Sendable, Equatable {
     public var waitSeconds: Double
     public var bytesSent: UInt64
     public var bytesReceived: UInt64
+    /// Most bytes of KV and cross-attention caches held at once.
     public var cacheBytes: UInt64
 
     public init(rank: UInt32, role: String, layerStart: UInt32, layerEnd: UInt32, weightBytes: UInt64,

@@ -27,6 +27,18 @@ public enum Activation: String, Sendable, Codable {
         }
     }
 
+    /// The `hidden_act` name transformers uses.
+    public var huggingFaceName: String {
+        switch self {
+        case .gelu: "gelu"
+        case .geluTanh: "gelu_pytorch_tanh"
+        case .quickGelu: "quick_gelu"
+        case .silu: "silu"
+        case .relu: "relu"
+        case .squaredRelu: "relu2"
+        }
+    }
+
     @inline(__always)
     public func apply(_ x: Float) -> Float {
         switch self {

@@ -21,13 +21,15 @@ public func attention(
     if t == 0 { return }
     let width = heads * headDim
     let (ldq, ldk, ldv, ldo) = (ldq ?? width, ldk ?? width, ldv ?? width, ldo ?? width)
-    let scores = UnsafeMutablePointer<Float>.allocate(capacity: t * s)
-    defer { scores.deallocate() }
-    for h in 0..<heads {
-        let off = h * headDim
-        sgemmNT(out: scores, a: q + off, b: k + off, m: t, n: s, k: headDim, lda: ldq, ldb: ldk, ldc: s)
-        parallelFor(t, minChunk: 8) { rows in
-            for i in rows {
+    // Heads in parallel, each with its own scores buffer; rows of a head never split, so the
+    // result does not depend on the thread count.
+    parallelFor(heads) { range in
+        let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, t * s))
+        defer { scores.deallocate() }
+        for h in range {
+            let off = h * headDim
+            sgemmNT(out: scores, a: q + off, b: k + off, m: t, n: s, k: headDim, lda: ldq, ldb: ldk, ldc: s)
+            for i in 0..<t {
                 let row = scores + i * s
                 let visible: Int
                 switch mask {
@@ -38,8 +40,8 @@ public func attention(
                 softmaxRow(row, visible)
                 for j in visible..<s { row[j] = 0 }
             }
+            sgemmNN(out: out + off, a: scores, b: v + off, m: t, n: headDim, k: s, lda: s, ldb: ldv, ldc: ldo)
         }
-        sgemmNN(out: out + off, a: scores, b: v + off, m: t, n: headDim, k: s, lda: s, ldb: ldv, ldc: ldo)
     }
 }
 

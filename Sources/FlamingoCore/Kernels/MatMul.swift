@@ -39,7 +39,10 @@ public func matmulTransposedWeight(
     switch weight.dtype {
     case .f32:
         weight.withFloats { w in
-            sgemmNT(out: out, a: x, b: w.baseAddress!, m: t, n: n, k: k)
+            let wp = w.baseAddress!
+            forEachOutputBlock(n) { j0, rows in
+                sgemmNT(out: out + j0, a: x, b: wp + j0 * k, m: t, n: rows, k: k, ldc: n)
+            }
         }
     case .bf16, .f16:
         weight.withUnsafeRawBytes { raw in
@@ -87,21 +90,33 @@ func widenRow(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, 
     }
 }
 
-/// Prefill with 16-bit weights: widen a block of weight rows to f32 and hand it to sgemm, so the
-/// arithmetic runs at BLAS speed while only one block is ever resident in f32.
+/// Output features per block. Fixed, so every output element is computed by the same BLAS call
+/// shape whatever the thread count: results are bit-identical for 1 thread or 64, and across
+/// pipeline layouts that give ranks different thread counts.
+public let outputBlock = 128
+
+/// Calls `body(firstRow, rowCount)` for fixed-size blocks of `n` output features, blocks spread
+/// over the compute threads (OpenBLAS itself runs single-threaded: see `ComputeThreads`).
+@inline(__always)
+func forEachOutputBlock(_ n: Int, _ body: (Int, Int) -> Void) {
+    let blocks = (n + outputBlock - 1) / outputBlock
+    parallelFor(blocks) { range in
+        for b in range {
+            let j0 = b * outputBlock
+            body(j0, min(outputBlock, n - j0))
+        }
+    }
+}
+
+/// Prefill with 16-bit weights: each thread widens a block of weight rows to f32 and hands it to
+/// sgemm, so the arithmetic runs at BLAS speed while only a block per thread is resident in f32.
 func halfGEMMByWidenedBlocks(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, w: UnsafePointer<UInt16>,
                              dtype: DType, t: Int, k: Int, n: Int) {
-    let blockRows = max(16, min(n, (1 << 20) / max(k, 1)))  // ~4 MB of f32 per block
-    let scratch = UnsafeMutablePointer<Float>.allocate(capacity: blockRows * k)
-    defer { scratch.deallocate() }
-    var row0 = 0
-    while row0 < n {
-        let rows = min(blockRows, n - row0)
-        parallelFor(rows, minChunk: 8) { r in
-            for i in r { widenRow(w + (row0 + i) * k, scratch + i * k, k, dtype) }
-        }
-        sgemmNT(out: out + row0, a: x, b: scratch, m: t, n: rows, k: k, ldc: n)
-        row0 += rows
+    forEachOutputBlock(n) { j0, rows in
+        let scratch = UnsafeMutablePointer<Float>.allocate(capacity: rows * k)
+        defer { scratch.deallocate() }
+        for i in 0..<rows { widenRow(w + (j0 + i) * k, scratch + i * k, k, dtype) }
+        sgemmNT(out: out + j0, a: x, b: scratch, m: t, n: rows, k: k, ldc: n)
     }
 }
 

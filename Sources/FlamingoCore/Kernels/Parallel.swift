@@ -3,22 +3,25 @@ import Dispatch
 import Foundation
 import Synchronization
 
-/// The process's compute threads: OpenBLAS's pool and our own `parallelFor`. Process-wide because
-/// OpenBLAS's thread count is; with several ranks on one machine give each rank cores / ranks.
+/// The process's compute threads (`parallelFor`). Process-wide; with several ranks on one machine
+/// give each rank cores / ranks. OpenBLAS is always kept single-threaded: the kernels split work
+/// into fixed blocks themselves, so results do not depend on the thread count.
 public enum ComputeThreads {
     private static let configured = Atomic<Int>(0)
 
     /// Threads used by `parallelFor` and OpenBLAS.
     public static var count: Int {
         let n = configured.load(ordering: .relaxed)
-        return n > 0 ? n : ProcessInfo.processInfo.activeProcessorCount
+        if n > 0 { return n }
+        configure(ProcessInfo.processInfo.activeProcessorCount)
+        return configured.load(ordering: .relaxed)
     }
 
     /// Sets the number of compute threads (>= 1) for this process.
     public static func configure(_ threads: Int) {
         let n = max(1, threads)
         configured.store(n, ordering: .relaxed)
-        openblas_set_num_threads(Int32(n))
+        openblas_set_num_threads(1)
     }
 }
 

@@ -242,6 +242,7 @@ extension FlamingoConfig {
         try validate()
     }
 
+    /// Writes an IDEFICS `config.json` that transformers and this decoder both read back.
     public func encode(to encoder: any Encoder) throws {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(modelType, forKey: .modelType)
@@ -251,9 +252,39 @@ extension FlamingoConfig {
         try c.encode(text.intermediateSize, forKey: .intermediateSize)
         try c.encode(text.layerCount, forKey: .layerCount)
         try c.encode(text.headCount, forKey: .headCount)
+        try c.encode(text.activation.huggingFaceName, forKey: .hiddenAct)
+        try c.encode(text.rmsNormEps, forKey: .rmsNormEps)
+        try c.encode(text.ropeTheta, forKey: .ropeTheta)
+        try c.encode(text.maxPositionEmbeddings, forKey: .maxPositionEmbeddings)
+        try c.encode(text.tieWordEmbeddings, forKey: .tieWordEmbeddings)
+        try c.encodeIfPresent(text.bosTokenID, forKey: .bosTokenID)
+        if let eos = text.eosTokenIDs.first, text.eosTokenIDs.count == 1 {
+            try c.encode(eos, forKey: .eosTokenID)
+        } else if !text.eosTokenIDs.isEmpty {
+            try c.encode(text.eosTokenIDs, forKey: .eosTokenID)
+        }
+        try c.encodeIfPresent(text.padTokenID, forKey: .padTokenID)
         try c.encode(crossLayerInterval, forKey: .crossLayerInterval)
         try c.encode(qkLayerNorms, forKey: .qkLayerNorms)
         try c.encode(useResampler, forKey: .useResampler)
+        try c.encodeIfPresent(imageTokenID, forKey: .imageTokenID)
+        var v = c.nestedContainer(keyedBy: VisionKeys.self, forKey: .visionConfig)
+        try v.encode(vision.hiddenSize, forKey: .embedDim)
+        try v.encode(vision.imageSize, forKey: .imageSize)
+        try v.encode(vision.patchSize, forKey: .patchSize)
+        try v.encode(vision.intermediateSize, forKey: .intermediateSize)
+        try v.encode(vision.layerCount, forKey: .layerCount)
+        try v.encode(vision.headCount, forKey: .headCount)
+        try v.encode(vision.channelCount, forKey: .channelCount)
+        try v.encode(vision.activation.huggingFaceName, forKey: .hiddenAct)
+        try v.encode(vision.layerNormEps, forKey: .layerNormEps)
+        var p = c.nestedContainer(keyedBy: PerceiverKeys.self, forKey: .perceiverConfig)
+        try p.encode(useResampler, forKey: .useResampler)
+        try p.encode(resampler.latentCount, forKey: .latentCount)
+        try p.encode(resampler.depth, forKey: .depth)
+        try p.encode(resampler.headCount, forKey: .headCount)
+        try p.encode(resampler.headDim, forKey: .headDim)
+        try p.encode(resampler.qkLayerNorms, forKey: .qkLayerNorms)
     }
 
     /// Checks the invariants the model code relies on, naming the offending key.

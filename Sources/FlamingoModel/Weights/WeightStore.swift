@@ -14,7 +14,7 @@ public final class WeightStore: Sendable {
     private let taken = Mutex<[String: Int]>([:])
     /// Set for a synthetic store: every `take` makes deterministic random weights of the asked
     /// shape (benchmarks of preset shapes without checkpoints; each process makes only its own).
-    private let synthetic: (seed: UInt64, dtype: DType)?
+    private let synthetic: (seed: UInt64, dtype: DType, keep: Bool)?
 
     public static let singleFileName = "model.safetensors"
     public static let indexFileName = "model.safetensors.index.json"
@@ -56,16 +56,23 @@ public final class WeightStore: Sendable {
     }
 
     /// A store with no files whose tensors are random, seeded by `seed` and the tensor's name.
-    public init(syntheticSeed seed: UInt64, dtype: DType) {
+    /// `keep` retains what it makes, for `syntheticTensors`.
+    public init(syntheticSeed seed: UInt64, dtype: DType, keep: Bool = false) {
         directory = URL(fileURLWithPath: "/synthetic")
         fileForTensor = [:]
         shards = Mutex([:])
-        synthetic = (seed, dtype)
+        synthetic = (seed, dtype, keep)
     }
 
     public var tensorNames: [String] { fileForTensor.keys.sorted() }
 
     public func contains(_ name: String) -> Bool { synthetic != nil || fileForTensor[name] != nil }
+
+    /// The tensors a synthetic store has made, by name (to write them out as a checkpoint).
+    public var syntheticTensors: [(name: String, tensor: Tensor)] {
+        made.withLock { $0.sorted { $0.key < $1.key }.map { ($0.key, $0.value) } }
+    }
+    private let made = Mutex<[String: Tensor]>([:])
 
     /// Bytes of weights handed out so far (what this process maps or made).
     public var takenBytes: Int { taken.withLock { $0.values.reduce(0, +) } }
@@ -81,6 +88,7 @@ public final class WeightStore: Sendable {
         if let synthetic {
             let t = Self.randomTensor(shape: shape, dtype: synthetic.dtype, seed: synthetic.seed ^ Self.hash(name))
             taken.withLock { $0[name] = t.byteCount }
+            if synthetic.keep { made.withLock { $0[name] = t } }
             return t
         }
         guard let fileName = fileForTensor[name],

@@ -1,0 +1,209 @@
+import Foundation
+import Testing
+
+// The real binary under a real mpirun, 1 to 5 ranks (DESIGN.md §8): the pipeline must give the
+// goldens' tokens and logits bit-identical to one process.
+
+enum MPI {
+    static var environment: [String: String] { ["OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"] }
+
+    /// `mpirun --oversubscribe -np N flamingo <arguments>`.
+    static func run(ranks: Int, _ arguments: [String], extraEnvironment: [String: String] = [:], timeout: TimeInterval = 180) throws -> CLI.Result {
+        var env = environment
+        for (k, v) in extraEnvironment { env[k] = v }
+        let forwarded = extraEnvironment.keys.flatMap { ["-x", $0] }
+        return try CLI.run(["--oversubscribe", "-np", "\(ranks)"] + forwarded + ["--", CLI.binary] + arguments,
+                           environment: env, timeout: timeout, executable: "/usr/bin/mpirun")
+    }
+
+    static var available: Bool { FileManager.default.isExecutableFile(atPath: "/usr/bin/mpirun") }
+}
+
+private func tempPath(_ name: String) -> String {
+    FileManager.default.temporaryDirectory.appendingPathComponent("\(name)-\(UUID().uuidString)").path
+}
+
+/// A requests file with every golden case of a fixture.
+private func requestsFile(fixture: String, cases: [GoldenCase], maxTokens: Int? = nil) throws -> String {
+    let dir = CLI.models.appendingPathComponent(fixture)
+    let lines = try cases.map { c -> String in
+        let object: [String: Any] = ["input_ids": c.input_ids,
+                                     "images": c.images.map { dir.appendingPathComponent($0).standardized.path },
+                                     "max_tokens": maxTokens ?? c.greedy_tokens.count]
+        return String(decoding: try JSONSerialization.data(withJSONObject: object), as: UTF8.self)
+    }
+    let path = tempPath("requests") + ".jsonl"
+    try lines.joined(separator: "\n").write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+private func goldenCases(_ fixture: String) throws -> [GoldenCase] {
+    try JSONDecoder().decode(GoldenFile.self, from: Data(contentsOf: CLI.models.appendingPathComponent(fixture).appendingPathComponent("golden.json"))).cases
+}
+
+private var fixtureNames: [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: CLI.models.path)) ?? [])
+        .filter { FileManager.default.fileExists(atPath: CLI.models.appendingPathComponent($0).appendingPathComponent("golden.json").path) }
+        .sorted()
+}
+
+@Test(.enabled(if: MPI.available), arguments: fixtureNames)
+func pipelineOverOneToFiveRanksEqualsOneProcess(fixture: String) throws {
+    let cases = try goldenCases(fixture)
+    let requests = try requestsFile(fixture: fixture, cases: cases)
+    defer { try? FileManager.default.removeItem(atPath: requests) }
+    let model = CLI.models.appendingPathComponent(fixture).path
+    let args = ["generate", "--model", model, "--requests", requests, "--greedy"]
+
+    // The reference: one process, no mpirun.
+    let referenceLogits = tempPath("logits") + ".npy"
+    defer { try? FileManager.default.removeItem(atPath: referenceLogits) }
+    let reference = try CLI.run(args + ["--dump-logits", referenceLogits, "--threads", "1"])
+    #expect(reference.status == 0, "\(reference.stderr)")
+    let referenceLines = reference.stdout.split(separator: "\n")
+    let expectedLogits = try Data(contentsOf: URL(fileURLWithPath: referenceLogits))
+    // It agrees with transformers.
+    for (line, c) in zip(referenceLines, cases) {
+        let out = try JSONDecoder().decode(GenerateOutput.self, from: Data(line.utf8))
+        #expect(out.tokens == c.greedy_tokens, "\(fixture)/\(c.name)")
+    }
+
+    for ranks in 1...5 {
+        let logits = tempPath("logits") + ".npy"
+        defer { try? FileManager.default.removeItem(atPath: logits) }
+        let r = try MPI.run(ranks: ranks, args + ["--dump-logits", logits])
+        #expect(r.status == 0, "\(fixture) -np \(ranks): \(r.stderr)")
+        guard r.status == 0 else { continue }
+        #expect(r.stdout.split(separator: "\n") == referenceLines, "\(fixture) -np \(ranks): tokens differ from one process")
+        let got = try Data(contentsOf: URL(fileURLWithPath: logits))
+        #expect(got == expectedLogits, "\(fixture) -np \(ranks): logits are not bit-identical to one process")
+    }
+}
+
+@Test(.enabled(if: MPI.available))
+func visionOnItsOwnRankGivesTheSameAnswer() throws {
+    let fixture = "interval2_qknorm"
+    let cases = try goldenCases(fixture)
+    let requests = try requestsFile(fixture: fixture, cases: cases)
+    defer { try? FileManager.default.removeItem(atPath: requests) }
+    let args = ["generate", "--model", CLI.models.appendingPathComponent(fixture).path, "--requests", requests]
+    let single = try CLI.run(args + ["--threads", "1"])
+    let split = try MPI.run(ranks: 4, args + ["--vision-own-rank"])
+    #expect(split.status == 0, "\(split.stderr)")
+    #expect(split.stdout == single.stdout)
+}
+
+@Test(.enabled(if: MPI.available))
+func badInputUnderMPIEndsEveryRank() throws {
+    let started = Date()
+    let r = try MPI.run(ranks: 3, ["generate", "--model", CLI.models.appendingPathComponent("interval1").path,
+                                   "--prompt", "<image>hi", "--image", "/nonexistent.png"], timeout: 60)
+    #expect(r.status != 0)
+    #expect(!r.crashed)
+    #expect(r.stderr.contains("error: "))
+    #expect(r.stderr.contains("nonexistent.png"))
+    #expect(Date().timeIntervalSince(started) < 30)
+}
+
+/// PIDs of this test's flamingo processes, by MPI rank (found through a marker in their environment).
+private func flamingoProcesses(marker: String) -> [Int: Int32] {
+    var result: [Int: Int32] = [:]
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = Int32(entry),
+              let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+        let vars = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard vars.contains("FLAMINGO_TEST_MARKER=\(marker)"),
+              let cmdline = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline"),
+              String(decoding: cmdline, as: UTF8.self).contains("flamingo"),
+              !String(decoding: cmdline, as: UTF8.self).hasPrefix("/usr/bin/mpirun"),
+              let rankVar = vars.first(where: { $0.hasPrefix("OMPI_COMM_WORLD_RANK=") }),
+              let rank = Int(rankVar.dropFirst("OMPI_COMM_WORLD_RANK=".count)) else { continue }
+        result[rank] = pid
+    }
+    return result
+}
+
+/// Starts a long generation on 3 ranks, does `act` to rank 2 once all ranks are up, and checks
+/// the job ends within 30 s naming rank 2, leaving no process behind.
+private func disruptRankTwo(signal: Int32) throws {
+    let fixture = "interval1"
+    let cases = try goldenCases(fixture)
+    let requests = try requestsFile(fixture: fixture, cases: Array(repeating: cases[0], count: 6), maxTokens: 1500)
+    defer { try? FileManager.default.removeItem(atPath: requests) }
+    let marker = UUID().uuidString
+    let outcome = UncheckedBox<CLI.Result?>(nil)
+    let done = DispatchSemaphore(value: 0)
+    let started = UncheckedBox(Date())
+    Thread.detachNewThread {
+        outcome.value = try? MPI.run(ranks: 3, ["generate", "--model", CLI.models.appendingPathComponent(fixture).path,
+                                                "--requests", requests, "--threads", "1"],
+                                     extraEnvironment: ["FLAMINGO_TEST_MARKER": marker], timeout: 120)
+        done.signal()
+    }
+    // Wait until the three ranks exist and have had time to start generating.
+    var pids: [Int: Int32] = [:]
+    let deadline = Date().addingTimeInterval(60)
+    while pids.count < 3 && Date() < deadline {
+        usleep(100_000)
+        pids = flamingoProcesses(marker: marker)
+    }
+    #expect(pids.count == 3, "ranks never started: \(pids)")
+    sleep(2)
+    guard let victim = pids[2] else { done.wait(); return }
+    started.value = Date()
+    kill(victim, signal)
+    let finished = done.wait(timeout: .now() + 60) == .success
+    let elapsed = Date().timeIntervalSince(started.value)
+    #expect(finished, "the job did not end after rank 2 was disrupted")
+    #expect(elapsed < 30, "the job took \(elapsed) s to end")
+    if signal == SIGSTOP { kill(victim, SIGKILL) }
+    guard let r = outcome.value else { return }
+    #expect(r.status != 0)
+    let output = r.stdout + r.stderr
+    #expect(output.contains("rank 2"), "no mention of rank 2 in:\n\(output)")
+    // Nothing left running.
+    usleep(500_000)
+    #expect(flamingoProcesses(marker: marker).isEmpty, "processes left: \(flamingoProcesses(marker: marker))")
+}
+
+@Test(.enabled(if: MPI.available))
+func killedRankEndsTheJobAndIsNamed() throws {
+    try disruptRankTwo(signal: SIGKILL)
+}
+
+@Test(.enabled(if: MPI.available))
+func stalledRankEndsTheJobAndIsNamed() throws {
+    try disruptRankTwo(signal: SIGSTOP)
+}
+
+@Test(.enabled(if: MPI.available))
+func rankMemoryStaysWithinItsShard() throws {
+    // A synthetic checkpoint of ~1.5 GB over 4 ranks: each LM rank may hold its own weights, its
+    // caches and a fixed overhead for the runtime (Swift, Open MPI, OpenBLAS buffers), no more.
+    let overhead = 160 << 20
+    let dir = tempPath("synth")
+    defer { try? FileManager.default.removeItem(atPath: dir) }
+    let synth = try CLI.run(["synth", "--preset", "bench-1b", "--layers", "8", "--dtype", "bf16",
+                             "--shard-size", "256MiB", "--out", dir], timeout: 300)
+    #expect(synth.status == 0, "\(synth.stderr)")
+    let stats = tempPath("stats") + ".json"
+    defer { try? FileManager.default.removeItem(atPath: stats) }
+    let r = try MPI.run(ranks: 4, ["generate", "--model", dir, "--input-ids", "1,5,32001,7,8,9,10,11,12",
+                                   "--image", CLI.models.appendingPathComponent("images/circle.png").path,
+                                   "--max-tokens", "8", "--stats-json", stats], timeout: 300)
+    #expect(r.status == 0, "\(r.stderr)")
+    let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: stats))) as? [String: Any]
+    let ranks = object?["ranks"] as? [[String: Any]] ?? []
+    #expect(ranks.count == 4)
+    var totalWeights = 0
+    for rank in ranks {
+        let weights = (rank["weight_bytes"] as? Int) ?? 0
+        let caches = (rank["peak_cache_bytes"] as? Int) ?? 0
+        let peak = (rank["peak_rss_bytes"] as? Int) ?? Int.max
+        totalWeights += weights
+        print("rank \(rank["rank"] ?? "?"): weights \(weights >> 20) MiB, caches \(caches >> 10) KiB, peak RSS \(peak >> 20) MiB")
+        #expect(peak <= weights + caches + overhead, "rank \(rank["rank"] ?? "?") peaked at \(peak >> 20) MiB")
+    }
+    // Every rank mapped only its part: together they hold the model once.
+    #expect(totalWeights > 1_300_000_000 && totalWeights < 1_600_000_000, "\(totalWeights)")
+}
