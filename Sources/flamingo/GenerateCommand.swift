@@ -22,7 +22,7 @@ struct GenerateCommand: AsyncParsableCommand {
     @Option(name: .customLong("image"), help: "An image file (PNG or JPEG), once per image, in prompt order.")
     var images: [String] = []
 
-    @Option(name: .customLong("requests"), help: "A JSON-lines file of requests to run as one batch: {\"prompt\" | \"input_ids\", \"images\", \"max_tokens\", \"temperature\", \"top_p\", \"seed\"}.")
+    @Option(name: .customLong("requests"), help: "A JSON-lines file of requests to run as one batch: {\"prompt\" | \"input_ids\", \"images\", \"max_tokens\", \"temperature\", \"top_p\", \"seed\", \"ignore_eos\"}.")
     var requestsFile: String?
 
     @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Most tokens to generate.")
@@ -134,7 +134,10 @@ enum RequestFile {
             let seed = (object["seed"] as? NSNumber)?.uint64Value ?? 0
             let sampling: SamplingParameters = temperature > 0 ? .sample(temperature: temperature, topP: topP, seed: seed) : .greedy
             do {
-                requests.append(try builder.request(prompt: prompt, inputIDs: ids, imagePaths: images, maxTokens: maxTokens, sampling: sampling))
+                var request = try builder.request(prompt: prompt, inputIDs: ids, imagePaths: images, maxTokens: maxTokens, sampling: sampling)
+                // Benchmarks want fixed-length generations.
+                if (object["ignore_eos"] as? Bool) == true { request.stopTokens = [] }
+                requests.append(request)
             } catch {
                 throw ValidationError("\(path):\(n + 1): \((error as? LocalizedError)?.errorDescription ?? "\(error)")")
             }
