@@ -209,3 +209,42 @@ func rankMemoryStaysWithinItsShard() throws {
     // Every rank mapped only its part: together they hold the model once.
     #expect(totalWeights > 1_300_000_000 && totalWeights < 1_600_000_000, "\(totalWeights)")
 }
+
+/// Whether this machine lets us make network namespaces (root, iproute2, a kernel that allows it).
+private let netnsUnavailableReason: String? = {
+    guard getuid() == 0 else { return "not root" }
+    guard FileManager.default.isExecutableFile(atPath: "/usr/sbin/ip") || FileManager.default.isExecutableFile(atPath: "/sbin/ip") else {
+        return "no ip command (iproute2)"
+    }
+    let probe = "flprobe\(getpid())"
+    guard let add = try? CLI.run(["netns", "add", probe], executable: "/usr/sbin/ip"), add.status == 0 else {
+        return "ip netns add is not permitted here"
+    }
+    _ = try? CLI.run(["netns", "del", probe], executable: "/usr/sbin/ip")
+    return nil
+}()
+
+@Test(.enabled(if: MPI.available))
+func threeHostsOverTCPBetweenNetworkNamespaces() throws {
+    if let reason = netnsUnavailableReason {
+        print("skipping the multi-host test: \(reason)")
+        return
+    }
+    let fixture = "interval2_qknorm"
+    let c = try goldenCases(fixture)[1]
+    let dir = CLI.models.appendingPathComponent(fixture)
+    var args = ["generate", "--model", dir.path, "--input-ids", c.input_ids.map(String.init).joined(separator: ","),
+                "--greedy", "--json", "--max-tokens", "\(c.greedy_tokens.count)"]
+    for image in c.images { args += ["--image", dir.appendingPathComponent(image).standardized.path] }
+    let single = try CLI.run(args + ["--threads", "1"])
+    #expect(single.status == 0)
+    let script = CLI.repo.appendingPathComponent("cluster/netns-launch.sh").path
+    var env = MPI.environment
+    env["OPENBLAS_CORETYPE"] = "Haswell"
+    let r = try CLI.run(["3", "--", CLI.binary] + args, environment: env, timeout: 180, executable: script)
+    #expect(r.status == 0, "\(r.stderr)")
+    let lastLine = r.stdout.split(separator: "\n").last.map(String.init) ?? ""
+    #expect(lastLine == single.stdout.trimmingCharacters(in: .newlines), "3 hosts: \(r.stdout)\n\(r.stderr)")
+    let multi = try JSONDecoder().decode(GenerateOutput.self, from: Data(lastLine.utf8))
+    #expect(multi.tokens == c.greedy_tokens)
+}
