@@ -21,11 +21,24 @@ struct PipelineCommandOptions: ParsableArguments {
     @Option(name: .customLong("stats-json"), help: "Also write the per-rank statistics to this JSON file.")
     var statsJSON: String?
 
+    @Option(name: .customLong("mem-per-rank"), help: "Memory each rank may use (e.g. 22GiB); a layout that does not fit is refused.")
+    var memPerRank: String?
+
+    @Flag(name: .customLong("wire-bf16"), help: "Send activations between ranks as bf16 (half the bytes; results no longer bit-identical to one process).")
+    var wireBF16 = false
+
+    func validate() throws {
+        if let m = memPerRank, parseByteSize(m) == nil { throw ValidationError("--mem-per-rank: cannot read '\(m)'") }
+        if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
+        if let n = microbatches, n < 1 { throw ValidationError("--microbatches must be at least 1") }
+    }
+
     var pipeline: PipelineOptions {
         var o = PipelineOptions()
         o.visionOwnRank = visionOwnRank
         o.microbatches = microbatches
         o.batchSize = batchSize
+        o.memoryPerRank = memPerRank.flatMap(parseByteSize)
         return o
     }
 }
@@ -40,7 +53,7 @@ func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
     var mpi: MPITransport? = nil
     do {
         if MPITransport.launchedByMPI {
-            let t = try MPITransport()
+            let t = try MPITransport(floatEncoding: pipelineOptions.wireBF16 ? .bf16 : .f32)
             mpi = t
             transport = t
         } else {

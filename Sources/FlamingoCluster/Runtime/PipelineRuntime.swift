@@ -41,14 +41,17 @@ public enum PipelineRuntime {
     ) throws -> RunReport? {
         let started = ContinuousClock.now
         let config = directory.config
-        let shape = ModelShape(config: config, dtype: .f32, name: directory.url.lastPathComponent)
-        let plan = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: nil,
+        let weights = try WeightStore(directory: directory.url)
+        let storedType = weights.tensorNames.first.flatMap { weights.entry($0)?.dtype } ?? .f32
+        let shape = ModelShape(config: config, dtype: storedType, name: directory.url.lastPathComponent)
+        // Every rank computes the same plan from the same inputs; HELLO checks they agree.
+        let plan = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: options.memoryPerRank,
                                             visionOwnRank: options.visionOwnRank)
         let assignment = plan.stages[transport.rank]
         let parts = ModelParts(vision: assignment.vision, embedding: assignment.embedding,
                                layers: assignment.layers, outputHead: assignment.outputHead)
-        let model = try Flamingo(config: config, weights: WeightStore(directory: directory.url), parts: parts, progress: progress)
-        let fingerprint = try Fingerprint.of(directory: directory.url)
+        let model = try Flamingo(config: config, weights: weights, parts: parts, progress: progress)
+        let fingerprint = Fingerprint.of(directory: directory.url, weights: weights)
         var worker = StageWorker(assignment: assignment, plan: plan, model: model)
         let send: (Message, Int) throws -> Void = { message, rank in try transport.send(message, to: rank) }
 
@@ -197,9 +200,8 @@ struct Fingerprint {
     let config: UInt64
     let tensors: String
 
-    static func of(directory: URL) throws -> Fingerprint {
+    static func of(directory: URL, weights store: WeightStore) -> Fingerprint {
         let configBytes = (try? Data(contentsOf: directory.appendingPathComponent("config.json"))) ?? Data()
-        let store = try WeightStore(directory: directory)
         var table = ""
         for name in store.tensorNames {
             if let e = store.entry(name) { table += "\(name):\(e.dtype.rawValue):\(e.shape);" }

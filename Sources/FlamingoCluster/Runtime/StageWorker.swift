@@ -76,7 +76,7 @@ struct StageWorker {
             let start = ContinuousClock.now
             var out = Message(kind: .visualTokens, requestID: message.requestID, sequences: [sequence])
             for (i, t) in pixelTensors.enumerated() {
-                out.tensors.append(NamedTensor(Message.TensorName.visualTokens(image: i), model.visualTokens(pixels: t.tensor)))
+                out.tensors.append(NamedTensor(Message.TensorName.visualTokens(image: i), model.visualTokens(pixels: t.tensor.toF32())))
             }
             computeTime += ContinuousClock.now - start
             for rank in crossAttendingRanks { try send(out, rank) }
@@ -90,7 +90,7 @@ struct StageWorker {
             guard t.rank == 2, t.dim(1) == model.config.visualTokenWidth else {
                 throw PipelineError.protocolViolation("visual tokens of shape \(t.shape), expected [n, \(model.config.visualTokenWidth)]")
             }
-            model.language.attachImage(t, to: &cache)
+            model.language.attachImage(t.toF32(), to: &cache)
             i += 1
         }
         caches[sequence.sequenceID] = cache
@@ -122,11 +122,11 @@ struct StageWorker {
             }
             h = model.embedding!(ids)
         } else {
-            guard let hidden = message.tensor(named: Message.TensorName.hidden), hidden.dtype == .f32,
+            guard let hidden = message.tensor(named: Message.TensorName.hidden),
                   hidden.shape == [message.totalTokenCount, width] else {
                 throw PipelineError.protocolViolation("step without hidden states [\(message.totalTokenCount), \(width)]")
             }
-            h = hidden
+            h = hidden.toF32()  // bf16 on the wire when asked for
         }
         var slices: [SequenceSlice] = []
         var batchCaches: [SequenceCache] = []

@@ -36,7 +36,11 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
         Int(ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_LOCAL_SIZE"] ?? "") ?? 1
     }
 
-    public init(peerTimeout: Duration = .seconds(15)) throws(TransportError) {
+    /// How f32 activations travel: exactly (f32, the default) or halved in size (bf16).
+    public let floatEncoding: FloatEncoding
+
+    public init(peerTimeout: Duration = .seconds(15), floatEncoding: FloatEncoding = .f32) throws(TransportError) {
+        self.floatEncoding = floatEncoding
         var provided: Int32 = 0
         let rc = MPI_Init_thread(nil, nil, flamingo_mpi_thread_multiple(), &provided)
         guard rc == flamingo_mpi_success() else { throw .mpi(call: "MPI_Init_thread", code: rc) }
@@ -113,7 +117,7 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
             for (target, message) in queued {
                 busy = true
                 do {
-                    let frame = try encodeFrame(message)
+                    let frame = try encodeFrame(message, floatEncoding: floatEncoding)
                     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(frame.count, 1), alignment: 16)
                     frame.withUnsafeBytes { buffer.copyMemory(from: $0) }
                     var request: MPI_Request? = nil
