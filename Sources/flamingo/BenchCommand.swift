@@ -15,6 +15,9 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Weight dtype: f32, f16 or bf16.")
     var dtype: String = "bf16"
 
+    @Option(help: "Benchmark this checkpoint instead of synthetic weights (e.g. one written by `flamingo synth`).")
+    var model: String?
+
     @Option(name: .customLong("prompt-tokens"), help: "Prompt length (tokens) for prefill.")
     var promptTokens: Int = 128
 
@@ -33,14 +36,16 @@ struct BenchCommand: AsyncParsableCommand {
             guard let dtype = DType(name: dtype) else { throw ValidationError("unknown dtype '\(dtype)'") }
             guard promptTokens > images, decodeTokens >= 1 else { throw ValidationError("need prompt-tokens > images and decode-tokens >= 1") }
             ComputeThreads.configure(threads ?? ProcessInfo.processInfo.activeProcessorCount)
-            let config = preset.config
+            let directory = try model.map { try ModelDirectory(URL(fileURLWithPath: $0)) }
+            let config = directory?.config ?? preset.config
             let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
             log("measuring machine limits...")
             let limits = MachineLimits.measure()
-            log("making \(preset.rawValue) with synthetic \(dtype.rawValue) weights...")
+            log(directory.map { "loading \($0.url.path)..." } ?? "making \(preset.rawValue) with synthetic \(dtype.rawValue) weights...")
             let made = Date()
-            let model = try Flamingo(config: config, weights: WeightStore(syntheticSeed: 42, dtype: dtype), parts: .all(config))
+            let weights = try directory.map { try WeightStore(directory: $0.url) } ?? WeightStore(syntheticSeed: 42, dtype: dtype)
+            let model = try Flamingo(config: config, weights: weights, parts: .all(config))
             let makeSeconds = Date().timeIntervalSince(made)
 
             let imageToken = config.imageTokenID ?? config.text.vocabSize + 1
@@ -77,7 +82,7 @@ struct BenchCommand: AsyncParsableCommand {
             let streamed = Double(bytesPerToken) * decodeTokensPerSecond / 1e9
 
             let result: [String: Any] = [
-                "preset": preset.rawValue, "dtype": dtype.rawValue, "threads": ComputeThreads.count,
+                "model": directory?.url.path ?? preset.rawValue, "dtype": model.weights.tensorNames.first.flatMap { model.weights.entry($0)?.dtype.rawValue } ?? dtype.rawValue, "threads": ComputeThreads.count,
                 "cpu": CPUFeatures.current.modelName, "cpu_features": CPUFeatures.current.description,
                 "parameters_billion": Double(model.weightBytes / dtype.size) / 1e9,
                 "weight_bytes": model.weightBytes, "make_weights_seconds": makeSeconds,
