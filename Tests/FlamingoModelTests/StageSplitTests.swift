@@ -6,6 +6,17 @@ import FlamingoModel
 // The model restricted to layer ranges, chained, must equal the whole model bit for bit:
 // that is what lets a pipeline stage be "the model over a range" and nothing else.
 
+/// A fixture's model, its "interleaved" prompt, each token's image index and the images' visual tokens.
+private func loadCase(_ fixture: String) throws -> (model: Flamingo, tokens: [Int], index: [Int?], visual: [Tensor]) {
+    let dir = Fixtures.models.appendingPathComponent(fixture)
+    let model = try Flamingo(directory: dir)
+    let config = model.config
+    let (tokens, images) = try promptAndImages(dir)
+    let imageToken = config.imageTokenID ?? config.text.vocabSize + 1
+    let index = ImageAttention.imageIndices(tokens: tokens, imageTokenID: imageToken, endOfSequenceTokenID: config.text.eosTokenIDs.first)
+    return (model, tokens, index, images.map { model.visualTokens(pixels: $0) })
+}
+
 private func promptAndImages(_ dir: URL) throws -> (tokens: [Int], images: [Tensor]) {
     let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: dir.appendingPathComponent("golden.json")))
     let c = golden.cases.first { $0.name == "interleaved" } ?? golden.cases[0]
@@ -22,12 +33,8 @@ private func promptAndImages(_ dir: URL) throws -> (tokens: [Int], images: [Tens
 @Test(arguments: Fixtures.modelNames)
 func chainedStagesEqualWholeModel(fixture: String) throws {
     let dir = Fixtures.models.appendingPathComponent(fixture)
-    let whole = try Flamingo(directory: dir)
+    let (whole, tokens, index, visual) = try loadCase(fixture)
     let config = whole.config
-    let (tokens, images) = try promptAndImages(dir)
-    let imageToken = config.imageTokenID ?? config.text.vocabSize + 1
-    let index = ImageAttention.imageIndices(tokens: tokens, imageTokenID: imageToken, endOfSequenceTokenID: config.text.eosTokenIDs.first)
-    let visual = images.map { whole.visualTokens(pixels: $0) }
 
     var reference = whole.embedding!(tokens)
     var cache = whole.language.makeCache()
@@ -55,13 +62,7 @@ func chainedStagesEqualWholeModel(fixture: String) throws {
 
 @Test(arguments: Fixtures.modelNames)
 func microbatchOfSequencesMatchesOneAtATime(fixture: String) throws {
-    let dir = Fixtures.models.appendingPathComponent(fixture)
-    let model = try Flamingo(directory: dir)
-    let config = model.config
-    let (tokens, images) = try promptAndImages(dir)
-    let imageToken = config.imageTokenID ?? config.text.vocabSize + 1
-    let index = ImageAttention.imageIndices(tokens: tokens, imageTokenID: imageToken, endOfSequenceTokenID: config.text.eosTokenIDs.first)
-    let visual = images.map { model.visualTokens(pixels: $0) }
+    let (model, tokens, index, visual) = try loadCase(fixture)
     // Three sequences: the prompt, its first half, and the prompt again.
     let prompts = [tokens, Array(tokens.prefix(tokens.count / 2)), tokens]
     var separate: [[Float]] = []
