@@ -46,9 +46,9 @@ struct PipelineCommandOptions: ParsableArguments {
 /// Runs a pipeline job on this rank: under mpirun over MPI, else as one process. Rank 0 makes the
 /// requests and reports; every rank serves its stage. Errors print one line and exit non-zero;
 /// a failing rank ends the whole job (mpirun stops the others).
-func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOptions,
-                makeRequests: (ModelDirectory) throws -> [GenerationRequest],
-                report: (ModelDirectory, [GenerationRequest], RunReport) throws -> Void) async throws {
+/// This rank's transport: MPI under mpirun, else one in-process rank. Also sets compute threads
+/// to this node's share of the cores.
+func makeTransport(_ pipelineOptions: PipelineCommandOptions, _ modelOptions: ModelOptions) throws -> (StageTransport, MPITransport?) {
     let transport: StageTransport
     var mpi: MPITransport? = nil
     do {
@@ -65,6 +65,16 @@ func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
     }
     let cores = ProcessInfo.processInfo.activeProcessorCount
     ComputeThreads.configure(modelOptions.threads ?? max(1, cores / MPITransport.localRankCount))
+    return (transport, mpi)
+}
+
+/// Runs a pipeline job on this rank: under mpirun over MPI, else as one process. Rank 0 makes the
+/// requests and reports; every rank serves its stage. Errors print one line and exit non-zero;
+/// a failing rank ends the whole job (mpirun stops the others).
+func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOptions,
+                makeRequests: (ModelDirectory) throws -> [GenerationRequest],
+                report: (ModelDirectory, [GenerationRequest], RunReport) throws -> Void) async throws {
+    let (transport, mpi) = try makeTransport(pipelineOptions, modelOptions)
     let rankLabel = transport.worldSize > 1 ? transport.rank : nil
     do {
         let directory = try ModelDirectory(modelOptions.modelURL)
@@ -72,7 +82,8 @@ func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
         let progress = Progress(enabled: transport.rank == 0 && isatty(2) != 0)
         let result = try PipelineRuntime.run(
             transport: transport, directory: directory, options: pipelineOptions.pipeline,
-            collectStats: pipelineOptions.stats || pipelineOptions.statsJSON != nil, progress: { progress.update("loading \(directory.url.lastPathComponent): \($0)") }
+            collectStats: pipelineOptions.stats || pipelineOptions.statsJSON != nil,
+            progress: { progress.update("loading \(directory.url.lastPathComponent): \($0)") }
         ) {
             progress.finish()
             requests = try makeRequests(directory)
@@ -91,6 +102,29 @@ func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
     } catch {
         printError(error, rank: rankLabel)
         // Under mpirun, a rank that exits without finalising ends the job: no rank is left waiting.
+        exit(1)
+    }
+}
+
+/// Serving on this rank: every rank loads its stage; rank 0 gets the engine and runs `start`
+/// (the HTTP server) until it returns after `engine.shutdown`. Then every rank stops cleanly.
+func runServing(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOptions, maxQueued: Int,
+                start: @escaping @Sendable (PipelineEngine) async throws -> Void) async throws {
+    let (transport, mpi) = try makeTransport(pipelineOptions, modelOptions)
+    let rankLabel = transport.worldSize > 1 ? transport.rank : nil
+    do {
+        let directory = try ModelDirectory(modelOptions.modelURL)
+        let progress = Progress(enabled: transport.rank == 0 && isatty(2) != 0)
+        try await PipelineRuntime.serve(
+            transport: transport, directory: directory, options: pipelineOptions.pipeline, maxQueued: maxQueued,
+            progress: { progress.update("loading \(directory.url.lastPathComponent): \($0)") }
+        ) { engine in
+            progress.finish()
+            try await start(engine)
+        }
+        mpi?.finalize()
+    } catch {
+        printError(error, rank: rankLabel)
         exit(1)
     }
 }

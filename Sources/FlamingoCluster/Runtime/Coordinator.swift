@@ -4,56 +4,90 @@ import Foundation
 
 /// Rank 0's scheduler: admits requests into microbatch groups, sends each group's next step into
 /// the pipeline, samples from the logits that come back. Several groups are in flight at once so
-/// every stage has work (stage j on group m while stage j+1 is on group m-1); a request joins its
-/// group between steps.
+/// every stage has work (stage j on group m while stage j+1 is on group m-1); requests join their
+/// group between steps (continuous batching) and leave it when done or cancelled.
 ///
-/// Request i goes to group i % groupCount, so for a fixed request list the composition of every
-/// microbatch, and hence every number, is the same whatever the number of ranks or the timing.
+/// For a batch (`generate --requests`), request i goes to group i % groupCount, so the
+/// composition of every microbatch, and hence every number, is the same whatever the number of
+/// ranks or the timing. A server assigns each new request to the least-loaded group.
 struct Coordinator {
     struct Sequence {
         let id: UInt64
-        let requestIndex: Int
         let request: GenerationRequest
         let imageIndex: [Int?]
         var sampler: Sampler
         var generated: [Int] = []
         var promptLogits: [Float] = []
-        /// Tokens sent but not yet answered by logits.
         var position = 0
         var prefilled = false
+        var cancelled = false
     }
 
     struct Group {
-        var waiting: [Int] = []
+        var waiting: [UInt64] = []
         var active: [UInt64] = []
         var inFlight = false
         var step: UInt32 = 0
+        var load: Int { waiting.count + active.count }
     }
 
     let plan: PipelinePlan
     let batchSize: Int
     private(set) var groups: [Group]
     private var sequences: [UInt64: Sequence] = [:]
-    private(set) var results: [Int: GenerationResult] = [:]
-    private let requests: [GenerationRequest]
-    private let imageIndices: [[Int?]]
-    /// Called with (request index, token) as tokens are produced.
-    var onToken: ((Int, Int) -> Void)?
+    private var nextID: UInt64 = 1
+    /// Called with (sequence id, token) as tokens are produced.
+    var onToken: (UInt64, Int) -> Void = { _, _ in }
+    /// Called once per sequence that ends by itself (stop token or length), not on cancel.
+    var onFinish: (UInt64, GenerationResult) -> Void = { _, _ in }
 
-    init(plan: PipelinePlan, requests: [GenerationRequest], imageIndices: [[Int?]], groupCount: Int, batchSize: Int) {
+    init(plan: PipelinePlan, groupCount: Int, batchSize: Int) {
         self.plan = plan
-        self.requests = requests
-        self.imageIndices = imageIndices
         self.batchSize = max(1, batchSize)
         groups = Array(repeating: Group(), count: max(1, groupCount))
-        for i in requests.indices { groups[i % groups.count].waiting.append(i) }
     }
 
-    var isFinished: Bool { results.count == requests.count }
-    var inFlightCount: Int { groups.filter(\.inFlight).count }
+    /// Nothing waiting, nothing generating.
+    var isIdle: Bool { sequences.isEmpty }
+    var waitingCount: Int { groups.reduce(0) { $0 + $1.waiting.count } }
+    var activeCount: Int { groups.reduce(0) { $0 + $1.active.count } }
 
     private var firstStage: Int { plan.languageStages.first?.rank ?? 0 }
     private var crossAttendingRanks: [Int] { plan.languageStages.filter { $0.crossBlocks > 0 }.map(\.rank) }
+
+    /// Queues a validated request; `group` nil picks the least-loaded group. Returns its id.
+    @discardableResult
+    mutating func submit(_ request: GenerationRequest, imageIndex: [Int?], group: Int? = nil) -> UInt64 {
+        let id = nextID
+        nextID += 1
+        sequences[id] = Sequence(id: id, request: request, imageIndex: imageIndex, sampler: Sampler(request.sampling))
+        let g = group.map { $0 % groups.count } ?? groups.indices.min { groups[$0].load < groups[$1].load }!
+        groups[g].waiting.append(id)
+        return id
+    }
+
+    /// Drops a sequence: a waiting one at once; an active one when its current step returns
+    /// (its caches are then freed on every stage).
+    mutating func cancel(_ id: UInt64, send: (Message, Int) throws -> Void) throws {
+        guard sequences[id] != nil else { return }
+        for g in groups.indices {
+            if let i = groups[g].waiting.firstIndex(of: id) {
+                groups[g].waiting.remove(at: i)
+                sequences[id] = nil
+                return
+            }
+            if groups[g].active.contains(id) {
+                if groups[g].inFlight {
+                    sequences[id]!.cancelled = true
+                } else {
+                    groups[g].active.removeAll { $0 == id }
+                    sequences[id] = nil
+                    try freeCaches(of: [id], send: send)
+                }
+                return
+            }
+        }
+    }
 
     /// Sends the next step of every idle group that has work. `visualTokens` computes an image's
     /// visual tokens when rank 0 holds the vision encoder (else pixels go to the vision rank).
@@ -61,12 +95,9 @@ struct Coordinator {
         for g in groups.indices where !groups[g].inFlight {
             // Admit waiting requests into free slots.
             while groups[g].active.count < batchSize, !groups[g].waiting.isEmpty {
-                let index = groups[g].waiting.removeFirst()
-                let request = requests[index]
-                let id = UInt64(index + 1)
-                sequences[id] = Sequence(id: id, requestIndex: index, request: request, imageIndex: imageIndices[index],
-                                         sampler: Sampler(request.sampling))
+                let id = groups[g].waiting.removeFirst()
                 groups[g].active.append(id)
+                let request = sequences[id]!.request
                 if !request.images.isEmpty {
                     try sendImages(of: id, request: request, send: send, visualTokens: visualTokens)
                 }
@@ -98,14 +129,13 @@ struct Coordinator {
     private func sendImages(of id: UInt64, request: GenerationRequest, send: (Message, Int) throws -> Void,
                             visualTokens: ((Tensor) -> Tensor)?) throws {
         let meta = SequenceMeta(sequenceID: id, startPosition: 0, tokenCount: 0, imageCount: request.images.count)
+        var message = Message(kind: .visualTokens, requestID: id, sequences: [meta])
         if let visualTokens {
-            var message = Message(kind: .visualTokens, requestID: id, sequences: [meta])
             for (i, pixels) in request.images.enumerated() {
                 message.tensors.append(NamedTensor(Message.TensorName.visualTokens(image: i), visualTokens(pixels)))
             }
             for rank in crossAttendingRanks { try send(message, rank) }
         } else {
-            var message = Message(kind: .visualTokens, requestID: id, sequences: [meta])
             for (i, pixels) in request.images.enumerated() {
                 message.tensors.append(NamedTensor("\(Message.TensorName.pixels).\(i)", pixels))
             }
@@ -127,6 +157,10 @@ struct Coordinator {
         var finished: [UInt64] = []
         for (row, id) in groups[g].active.enumerated() {
             var s = sequences[id]!
+            if s.cancelled {
+                finished.append(id)
+                continue
+            }
             let rowLogits = Array(all[(row * vocab)..<((row + 1) * vocab)])
             if !s.prefilled {
                 s.prefilled = true
@@ -137,23 +171,27 @@ struct Coordinator {
             }
             let token = s.sampler.next(logits: rowLogits)
             s.generated.append(token)
-            onToken?(s.requestIndex, token)
+            sequences[id] = s
+            onToken(id, token)
             let stopped = s.request.stopTokens.contains(token)
             if stopped || s.generated.count >= s.request.maxTokens {
-                results[s.requestIndex] = GenerationResult(tokens: s.generated, finishReason: stopped ? .stop : .length,
-                                                           promptLogits: s.promptLogits)
+                onFinish(id, GenerationResult(tokens: s.generated, finishReason: stopped ? .stop : .length,
+                                              promptLogits: s.promptLogits))
                 finished.append(id)
             }
-            sequences[id] = s
         }
         if !finished.isEmpty {
             groups[g].active.removeAll { finished.contains($0) }
             for id in finished { sequences[id] = nil }
-            // Free the finished sequences' caches on every stage.
-            let cancel = Message(kind: .cancel, sequences: finished.map { SequenceMeta(sequenceID: $0, startPosition: 0, tokenCount: 0) })
-            for stage in plan.languageStages { try send(cancel, stage.rank) }
+            try freeCaches(of: finished, send: send)
         }
         groups[g].inFlight = false
         groups[g].step &+= 1
+    }
+
+    /// Frees the sequences' caches on every stage.
+    private func freeCaches(of ids: [UInt64], send: (Message, Int) throws -> Void) throws {
+        let cancel = Message(kind: .cancel, sequences: ids.map { SequenceMeta(sequenceID: $0, startPosition: 0, tokenCount: 0) })
+        for stage in plan.languageStages { try send(cancel, stage.rank) }
     }
 }

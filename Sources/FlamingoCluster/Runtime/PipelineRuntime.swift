@@ -39,26 +39,14 @@ public enum PipelineRuntime {
         progress: @escaping (String) -> Void = { _ in },
         makeRequests: () throws -> [GenerationRequest]
     ) throws -> RunReport? {
-        let started = ContinuousClock.now
+        let setup = try prepare(transport: transport, directory: directory, options: options, progress: progress)
+        let (plan, assignment, model, fingerprint, started) = (setup.plan, setup.worker.assignment, setup.worker.model,
+                                                                setup.fingerprint, setup.started)
         let config = directory.config
-        let weights = try WeightStore(directory: directory.url)
-        let storedType = weights.tensorNames.first.flatMap { weights.entry($0)?.dtype } ?? .f32
-        let shape = ModelShape(config: config, dtype: storedType, name: directory.url.lastPathComponent)
-        // Every rank computes the same plan from the same inputs; HELLO checks they agree.
-        let plan = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: options.memoryPerRank,
-                                            visionOwnRank: options.visionOwnRank)
-        let assignment = plan.stages[transport.rank]
-        let parts = ModelParts(vision: assignment.vision, embedding: assignment.embedding,
-                               layers: assignment.layers, outputHead: assignment.outputHead)
-        let model = try Flamingo(config: config, weights: weights, parts: parts, progress: progress)
-        let fingerprint = Fingerprint.of(directory: directory.url, weights: weights)
-        var worker = StageWorker(assignment: assignment, plan: plan, model: model)
+        var worker = setup.worker
         let send: (Message, Int) throws -> Void = { message, rank in try transport.send(message, to: rank) }
 
         if transport.rank != 0 {
-            try transport.send(Message(kind: .hello, hello: .init(worldSize: UInt32(transport.worldSize),
-                                                                  modelFingerprint: fingerprint.tensors,
-                                                                  configHash: fingerprint.config)), to: 0)
             try serveStage(&worker, transport: transport, send: send, startupTimeout: options.startupTimeout, started: started)
             return nil
         }
@@ -76,37 +64,26 @@ public enum PipelineRuntime {
         }
         try awaitHellos(transport: transport, fingerprint: fingerprint, timeout: options.startupTimeout)
 
-        let imageTokenID = directory.imageTokenID
-        let eos = config.text.eosTokenIDs.first
-        let indices = requests.map { r in
-            imageTokenID.map { ImageAttention.imageIndices(tokens: r.promptTokens, imageTokenID: $0, endOfSequenceTokenID: eos) }
-                ?? Array(repeating: nil, count: r.promptTokens.count)
-        }
         let groupCount = options.microbatches ?? max(4, plan.languageStages.count)
-        var coordinator = Coordinator(plan: plan, requests: requests, imageIndices: indices,
-                                      groupCount: groupCount, batchSize: options.batchSize)
+        var coordinator = Coordinator(plan: plan, groupCount: groupCount, batchSize: options.batchSize)
+        var results: [UInt64: GenerationResult] = [:]
+        coordinator.onFinish = { id, result in results[id] = result }
+        var ids: [UInt64] = []
+        for (i, request) in requests.enumerated() {
+            let index = try request.validate(config: config, imageTokenID: directory.imageTokenID)
+            ids.append(coordinator.submit(request, imageIndex: index, group: i))
+        }
         let visualTokens: ((Tensor) -> Tensor)? = assignment.vision ? { model.visualTokens(pixels: $0) } : nil
         let computeStart = ContinuousClock.now
         var visionTime: Duration = .zero
-        while !coordinator.isFinished {
+        while !coordinator.isIdle {
             let t0 = ContinuousClock.now
             try coordinator.dispatch(send: send, visualTokens: visualTokens)
             visionTime += ContinuousClock.now - t0
             guard let message = try transport.receive(timeout: .seconds(1)) else { continue }
-            switch message.kind {
-            case .logits:
-                try coordinator.handleLogits(message, send: send)
-            case .error:
-                throw PipelineError.stageFailed(rank: Int(message.sourceRank), message: message.errorMessage)
-            case .visualTokens, .prefill, .decode, .cancel:
-                try worker.handle(message, send: send)
-            default:
-                throw PipelineError.protocolViolation("rank 0 got an unexpected \(message.kind) from rank \(message.sourceRank)")
-            }
+            try handleOnCoordinator(message, coordinator: &coordinator, worker: &worker, send: send)
         }
-        let seconds = Double((ContinuousClock.now - computeStart).components.attoseconds) * 1e-18
-            + Double((ContinuousClock.now - computeStart).components.seconds)
-
+        let seconds = (ContinuousClock.now - computeStart).seconds
         // Shut the other ranks down; collect their statistics on the way.
         var stats: [RankStats] = []
         for r in 1..<max(1, transport.worldSize) {
@@ -128,12 +105,61 @@ public enum PipelineRuntime {
             stats.sort { $0.rank < $1.rank }
         }
         transport.flush(timeout: .seconds(5))
-        let results = (0..<requests.count).map { coordinator.results[$0]! }
-        return RunReport(results: results, plan: plan, stats: stats, seconds: seconds)
+        return RunReport(results: ids.map { results[$0]! }, plan: plan, stats: stats, seconds: seconds)
+    }
+
+    struct Setup {
+        let plan: PipelinePlan
+        let worker: StageWorker
+        let fingerprint: Fingerprint
+        let started: ContinuousClock.Instant
+    }
+
+    /// What every rank does first: plan (the same on every rank), load its stage, and (ranks > 0)
+    /// say HELLO to rank 0.
+    static func prepare(transport: StageTransport, directory: ModelDirectory, options: PipelineOptions,
+                        progress: @escaping (String) -> Void) throws -> Setup {
+        let started = ContinuousClock.now
+        let config = directory.config
+        let weights = try WeightStore(directory: directory.url)
+        let storedType = weights.tensorNames.first.flatMap { weights.entry($0)?.dtype } ?? .f32
+        let shape = ModelShape(config: config, dtype: storedType, name: directory.url.lastPathComponent)
+        // Every rank computes the same plan from the same inputs; HELLO checks they agree.
+        let plan = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: options.memoryPerRank,
+                                            visionOwnRank: options.visionOwnRank)
+        let assignment = plan.stages[transport.rank]
+        let parts = ModelParts(vision: assignment.vision, embedding: assignment.embedding,
+                               layers: assignment.layers, outputHead: assignment.outputHead)
+        let model = try Flamingo(config: config, weights: weights, parts: parts, progress: progress)
+        let fingerprint = Fingerprint.of(directory: directory.url, weights: weights)
+        if transport.rank != 0 {
+            try transport.send(Message(kind: .hello, hello: .init(worldSize: UInt32(transport.worldSize),
+                                                                  modelFingerprint: fingerprint.tensors,
+                                                                  configHash: fingerprint.config)), to: 0)
+        }
+        return Setup(plan: plan, worker: StageWorker(assignment: assignment, plan: plan, model: model),
+                     fingerprint: fingerprint, started: started)
+    }
+
+    /// Rank 0's share of a message: logits for the coordinator, stage work for its own stage.
+    static func handleOnCoordinator(_ message: Message, coordinator: inout Coordinator, worker: inout StageWorker,
+                                    send: (Message, Int) throws -> Void) throws {
+        switch message.kind {
+        case .logits:
+            try coordinator.handleLogits(message, send: send)
+        case .error:
+            throw PipelineError.stageFailed(rank: Int(message.sourceRank), message: message.errorMessage)
+        case .visualTokens, .prefill, .decode, .cancel:
+            try worker.handle(message, send: send)
+        case .heartbeat:
+            break  // a wake-up
+        default:
+            throw PipelineError.protocolViolation("rank 0 got an unexpected \(message.kind) from rank \(message.sourceRank)")
+        }
     }
 
     /// A worker rank's loop: handle stage messages until rank 0 says shut down.
-    private static func serveStage(_ worker: inout StageWorker, transport: StageTransport,
+    static func serveStage(_ worker: inout StageWorker, transport: StageTransport,
                                    send: (Message, Int) throws -> Void, startupTimeout: Duration, started: ContinuousClock.Instant) throws {
         while true {
             guard let message = try transport.receive(timeout: .seconds(1)) else { continue }
@@ -163,7 +189,7 @@ public enum PipelineRuntime {
     }
 
     /// Rank 0 waits for every other rank's HELLO and checks they loaded the same model.
-    private static func awaitHellos(transport: StageTransport, fingerprint: Fingerprint, timeout: Duration) throws {
+    static func awaitHellos(transport: StageTransport, fingerprint: Fingerprint, timeout: Duration) throws {
         var pending = Set(1..<max(1, transport.worldSize))
         let deadline = ContinuousClock.now + timeout
         while !pending.isEmpty {
@@ -220,9 +246,8 @@ extension RankStats {
     /// This rank's figures now.
     static func current(rank: Int, assignment: StageAssignment, worker: StageWorker, transport: StageTransport,
                         started: ContinuousClock.Instant) -> RankStats {
-        let wall = ContinuousClock.now - started
-        let total = Double(wall.components.seconds) + Double(wall.components.attoseconds) * 1e-18
-        let compute = Double(worker.computeTime.components.seconds) + Double(worker.computeTime.components.attoseconds) * 1e-18
+        let total = (ContinuousClock.now - started).seconds
+        let compute = worker.computeTime.seconds
         let c = transport.counters
         return RankStats(rank: UInt32(rank), role: assignment.role,
                          layerStart: UInt32(assignment.layers.lowerBound), layerEnd: UInt32(assignment.layers.upperBound),
@@ -246,4 +271,9 @@ public enum ProcessMemory {
         }
         return 0
     }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
 }

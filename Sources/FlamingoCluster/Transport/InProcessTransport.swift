@@ -62,6 +62,8 @@ public final class InProcessTransport: StageTransport, @unchecked Sendable {
 
     public func flush(timeout: Duration) {}
 
+    public func wake() { hub.inboxes[rank].push(.success(Message(kind: .heartbeat, sourceRank: UInt32(rank)))) }
+
     public func abortJob(code: Int32) -> Never { exit(code) }
 
     public var counters: TransportCounters { stats.withLock { $0 } }

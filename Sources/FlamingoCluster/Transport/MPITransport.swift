@@ -73,6 +73,8 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
         return try next.get()
     }
 
+    public func wake() { inbox.push(.success(Message(kind: .heartbeat, sourceRank: UInt32(rank)))) }
+
     public func flush(timeout: Duration) {
         let deadline = ContinuousClock.now + timeout
         while pendingSends.load(ordering: .relaxed) > 0 && ContinuousClock.now < deadline { usleep(1000) }

@@ -11,6 +11,8 @@ public protocol StageTransport: AnyObject, Sendable {
     /// The next message for this rank, or nil when `timeout` passes first. Throws when a peer
     /// has failed (died, stalled, or sent an invalid frame).
     func receive(timeout: Duration) throws(TransportError) -> Message?
+    /// Makes a pending `receive` on this rank return early (new work arrived from another thread).
+    func wake()
     /// Waits until queued sends have left (best effort, bounded), for a clean shutdown.
     func flush(timeout: Duration)
     /// Ends every rank of the job now (after an unrecoverable error).
