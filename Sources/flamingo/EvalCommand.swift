@@ -1,0 +1,105 @@
+import ArgumentParser
+import FlamingoCluster
+import FlamingoCore
+import FlamingoModel
+import Foundation
+
+struct EvalCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eval",
+        abstract: "Exact-match accuracy per task on a JSON-lines set of cases (alone, or under mpirun).",
+        discussion: """
+        Each line: {"prompt": "<image>Question: ...? Answer:", "images": ["img/1.png"], "answer": "red", "task": "colour"}
+        (image paths relative to the file; optional "pytorch_prediction": the reference model's output, compared too). A prediction matches when,
+        trimmed of spaces and one trailing ".", it equals the answer.
+        """
+    )
+
+    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var pipelineOptions: PipelineCommandOptions
+
+    @Option(help: "The cases (JSON lines).")
+    var cases: String
+
+    @Option(name: .customLong("max-tokens"), help: "Tokens to generate per case unless the case says otherwise.")
+    var maxTokens: Int = 8
+
+    @Flag(help: "Print JSON: accuracy per task and every prediction.")
+    var json = false
+
+    struct Case {
+        let prompt: String
+        let images: [String]
+        let answer: String
+        let task: String
+        let reference: String?
+    }
+
+    func run() async throws {
+        var loaded: [Case] = []
+        try await runOnRanks(pipelineOptions: pipelineOptions, modelOptions: modelOptions) { directory in
+            loaded = try readCases()
+            let builder = RequestBuilder(directory: directory)
+            return try loaded.enumerated().map { i, c in
+                do {
+                    return try builder.request(prompt: c.prompt, inputIDs: nil, imagePaths: c.images, maxTokens: maxTokens, sampling: .greedy)
+                } catch {
+                    throw ValidationError("\(cases):\(i + 1): \((error as? LocalizedError)?.errorDescription ?? "\(error)")")
+                }
+            }
+        } report: { directory, _, report in
+            var byTask: [String: (right: Int, total: Int)] = [:]
+            var agreeWithReference = 0, withReference = 0
+            var rows: [[String: Any]] = []
+            for (c, result) in zip(loaded, report.results) {
+                let text = directory.tokenizer?.decode(result.tokens, skipSpecialTokens: true) ?? ""
+                let prediction = Self.normalise(text)
+                let right = prediction == Self.normalise(c.answer)
+                byTask[c.task, default: (0, 0)].total += 1
+                if right { byTask[c.task, default: (0, 0)].right += 1 }
+                if let reference = c.reference {
+                    withReference += 1
+                    if Self.normalise(reference) == prediction { agreeWithReference += 1 }
+                }
+                rows.append(["task": c.task, "answer": c.answer, "prediction": prediction, "correct": right])
+            }
+            let total = byTask.values.reduce((0, 0)) { ($0.0 + $1.right, $0.1 + $1.total) }
+            if json {
+                var object: [String: Any] = [
+                    "accuracy": Double(total.0) / Double(max(total.1, 1)), "cases": total.1,
+                    "tasks": byTask.mapValues { ["accuracy": Double($0.right) / Double($0.total), "correct": $0.right, "cases": $0.total] },
+                    "predictions": rows,
+                ]
+                if withReference > 0 { object["agree_with_reference"] = agreeWithReference; object["with_reference"] = withReference }
+                print(jsonLine(object))
+                return
+            }
+            for task in byTask.keys.sorted() {
+                let t = byTask[task]!
+                print(String(format: "%-16@ %5.1f%%  (%d/%d)", task as NSString, 100 * Double(t.right) / Double(t.total), t.right, t.total))
+            }
+            print(String(format: "%-16@ %5.1f%%  (%d/%d)", "all" as NSString, 100 * Double(total.0) / Double(max(total.1, 1)), total.0, total.1))
+            if withReference > 0 { print("identical to the reference prediction: \(agreeWithReference)/\(withReference)") }
+        }
+    }
+
+    static func normalise(_ text: String) -> String {
+        var t = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        if t.hasSuffix(".") { t.removeLast() }
+        return t.trimmingCharacters(in: .whitespaces)
+    }
+
+    private func readCases() throws -> [Case] {
+        guard let text = try? String(contentsOfFile: cases, encoding: .utf8) else { throw ValidationError("cannot read \(cases)") }
+        let base = URL(fileURLWithPath: cases).deletingLastPathComponent()
+        return try text.split(separator: "\n", omittingEmptySubsequences: true).enumerated().map { n, line in
+            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                  let prompt = o["prompt"] as? String, let answer = o["answer"] as? String else {
+                throw ValidationError("\(cases):\(n + 1): needs \"prompt\" and \"answer\"")
+            }
+            let images = (o["images"] as? [String] ?? []).map { $0.hasPrefix("/") ? $0 : base.appendingPathComponent($0).path }
+            return Case(prompt: prompt, images: images, answer: answer, task: o["task"] as? String ?? "all",
+                        reference: o["pytorch_prediction"] as? String)
+        }
+    }
+}
