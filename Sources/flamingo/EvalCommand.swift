@@ -76,9 +76,9 @@ struct EvalCommand: AsyncParsableCommand {
             }
             for task in byTask.keys.sorted() {
                 let t = byTask[task]!
-                print(String(format: "%-16@ %5.1f%%  (%d/%d)", task as NSString, 100 * Double(t.right) / Double(t.total), t.right, t.total))
+                print(task.padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %5.1f%%  (%d/%d)", 100 * Double(t.right) / Double(t.total), t.right, t.total))
             }
-            print(String(format: "%-16@ %5.1f%%  (%d/%d)", "all" as NSString, 100 * Double(total.0) / Double(max(total.1, 1)), total.0, total.1))
+            print("all".padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %5.1f%%  (%d/%d)", 100 * Double(total.0) / Double(max(total.1, 1)), total.0, total.1))
             if withReference > 0 { print("identical to the reference prediction: \(agreeWithReference)/\(withReference)") }
         }
     }
