@@ -248,3 +248,24 @@ func threeHostsOverTCPBetweenNetworkNamespaces() throws {
     let multi = try JSONDecoder().decode(GenerateOutput.self, from: Data(lastLine.utf8))
     #expect(multi.tokens == c.greedy_tokens)
 }
+
+@Test(.enabled(if: MPI.available))
+func demoModelAnswersUnderThreeRanksLikePyTorch() throws {
+    // models/demo on the fixed 50-case held-out subset, pipelined over 3 ranks: >= 90% exact match
+    // on the colour/shape/count questions, and every prediction equal to PyTorch's.
+    let cases = CLI.repo.appendingPathComponent("Tests/Fixtures/demo-eval/subset50.jsonl").path
+    let r = try MPI.run(ranks: 3, ["eval", "--model", CLI.repo.appendingPathComponent("models/demo").path,
+                                   "--cases", cases, "--json"], timeout: 300)
+    #expect(r.status == 0, "\(r.stderr)")
+    let out = try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]
+    let tasks = out?["tasks"] as? [String: [String: Any]] ?? [:]
+    var right = 0, total = 0
+    for task in ["colour", "shape", "count"] {
+        right += tasks[task]?["correct"] as? Int ?? 0
+        total += tasks[task]?["cases"] as? Int ?? 0
+    }
+    #expect(total >= 25)
+    #expect(Double(right) >= 0.9 * Double(total), "colour/shape/count: \(right)/\(total)")
+    #expect(out?["agree_with_reference"] as? Int == out?["with_reference"] as? Int, "predictions differ from PyTorch's")
+    #expect(out?["with_reference"] as? Int == 50)
+}
