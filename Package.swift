@@ -15,6 +15,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Already in the graph through Hummingbird: graceful shutdown on SIGTERM.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
@@ -38,10 +42,21 @@ let package = Package(
             dependencies: ["FlamingoModel", "CMPI", "CFlamingoProto", .product(name: "Logging", package: "swift-log")],
             swiftSettings: fastMath
         ),
+        // OpenAI-compatible HTTP API on the coordinator (rank 0), in front of a GenerationEngine.
+        .target(
+            name: "FlamingoServer",
+            dependencies: [
+                "FlamingoCluster", "FlamingoModel",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "flamingo",
             dependencies: [
-                "FlamingoCore", "FlamingoModel", "FlamingoCluster",
+                "FlamingoCore", "FlamingoModel", "FlamingoCluster", "FlamingoServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -51,5 +66,9 @@ let package = Package(
         .testTarget(name: "FlamingoModelTests", dependencies: ["FlamingoModel"]),
         .testTarget(name: "FlamingoClusterTests", dependencies: ["FlamingoCluster"]),
         .testTarget(name: "FlamingoCLITests", dependencies: ["FlamingoModel"]),
+        .testTarget(name: "FlamingoServerTests", dependencies: [
+            "FlamingoServer", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
     ]
 )

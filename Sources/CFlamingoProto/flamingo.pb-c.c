@@ -1069,7 +1069,7 @@ const ProtobufCMessageDescriptor flamingo__envelope__descriptor =
   (ProtobufCMessageInit) flamingo__envelope__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue flamingo__kind__enum_values_by_number[11] =
+static const ProtobufCEnumValue flamingo__kind__enum_values_by_number[12] =
 {
   { "KIND_UNSPECIFIED", "FLAMINGO__KIND__KIND_UNSPECIFIED", 0 },
   { "HELLO", "FLAMINGO__KIND__HELLO", 1 },
@@ -1082,11 +1082,12 @@ static const ProtobufCEnumValue flamingo__kind__enum_values_by_number[11] =
   { "ERROR", "FLAMINGO__KIND__ERROR", 8 },
   { "SHUTDOWN", "FLAMINGO__KIND__SHUTDOWN", 9 },
   { "HEARTBEAT", "FLAMINGO__KIND__HEARTBEAT", 10 },
+  { "STATS", "FLAMINGO__KIND__STATS", 11 },
 };
 static const ProtobufCIntRange flamingo__kind__value_ranges[] = {
-{0, 0},{0, 11}
+{0, 0},{0, 12}
 };
-static const ProtobufCEnumValueIndex flamingo__kind__enum_values_by_name[11] =
+static const ProtobufCEnumValueIndex flamingo__kind__enum_values_by_name[12] =
 {
   { "CANCEL", 7 },
   { "DECODE", 5 },
@@ -1098,6 +1099,7 @@ static const ProtobufCEnumValueIndex flamingo__kind__enum_values_by_name[11] =
   { "PLAN", 2 },
   { "PREFILL", 4 },
   { "SHUTDOWN", 9 },
+  { "STATS", 11 },
   { "VISUAL_TOKENS", 3 },
 };
 const ProtobufCEnumDescriptor flamingo__kind__descriptor =
@@ -1107,9 +1109,9 @@ const ProtobufCEnumDescriptor flamingo__kind__descriptor =
   "Kind",
   "Flamingo__Kind",
   "flamingo",
-  11,
+  12,
   flamingo__kind__enum_values_by_number,
-  11,
+  12,
   flamingo__kind__enum_values_by_name,
   1,
   flamingo__kind__value_ranges,

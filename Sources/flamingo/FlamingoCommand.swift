@@ -7,7 +7,8 @@ struct FlamingoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flamingo",
         abstract: "Flamingo visual language model inference, in one process or pipelined across MPI ranks.",
-        subcommands: [GenerateCommand.self, PlanCommand.self, EvalCommand.self, InfoCommand.self, BenchCommand.self, SynthCommand.self]
+        subcommands: [GenerateCommand.self, ServeCommand.self, PlanCommand.self, EvalCommand.self, InfoCommand.self, BenchCommand.self,
+                      SynthCommand.self]
     )
 }
 

@@ -238,7 +238,7 @@ let invalidCases: [InvalidCase] = {
         .init(label: "empty payload (version 0)", frame: Craft.frame([]), expected: .unsupportedVersion(0)),
         .init(label: "version 2", frame: Craft.frame(Craft.envelope(version: 2)), expected: .unsupportedVersion(2)),
         .init(label: "kind 0", frame: env(kind: 0), expected: .unknownKind(0)),
-        .init(label: "kind 11", frame: env(kind: 11), expected: .unknownKind(11)),
+        .init(label: "kind 12", frame: env(kind: 12), expected: .unknownKind(12)),
         .init(label: "kind 300", frame: env(kind: 300), expected: .unknownKind(300)),
         .init(label: "kind -1", frame: env(kind: -1), expected: .unknownKind(-1)),
         .init(label: "HELLO without hello", frame: env(kind: 1), expected: .missingPayload(kind: .hello, field: "hello")),

@@ -73,7 +73,11 @@ typedef enum _Flamingo__Kind {
   /*
    * liveness only
    */
-  FLAMINGO__KIND__HEARTBEAT = 10
+  FLAMINGO__KIND__HEARTBEAT = 10,
+  /*
+   * stage -> rank 0 while serving: the rank's figures so far (carries `stats`)
+   */
+  FLAMINGO__KIND__STATS = 11
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FLAMINGO__KIND)
 } Flamingo__Kind;
 /*
@@ -198,7 +202,7 @@ struct  Flamingo__Stage
 
 
 /*
- * A rank's figures, sent to rank 0 with its SHUTDOWN reply (--stats).
+ * A rank's figures, sent to rank 0 with its SHUTDOWN reply (--stats) and, while serving, in STATS.
  */
 struct  Flamingo__RankStats
 {
@@ -270,7 +274,7 @@ struct  Flamingo__Envelope
    */
   Flamingo__Plan *plan;
   /*
-   * SHUTDOWN replies only
+   * SHUTDOWN replies and STATS
    */
   Flamingo__RankStats *stats;
 };

@@ -79,10 +79,13 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
         }
     }
 
-    private func publishStatus(_ coordinator: Coordinator) {
+    /// `ownBusy`: seconds rank 0 has computed (its stage and the vision tower); the other ranks'
+    /// figures arrive in their STATS messages.
+    private func publishStatus(_ coordinator: Coordinator, ownBusy: Double) {
         shared.withLock {
             $0.status.queued = $0.submissions.count + coordinator.waitingCount
             $0.status.active = coordinator.activeCount
+            $0.status.stageBusySeconds[0] = ownBusy
         }
     }
 
@@ -106,6 +109,7 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
         }
         let send: (Message, Int) throws -> Void = { [transport] message, rank in try transport.send(message, to: rank) }
         shared.withLock { $0.status.ready = true }
+        var dispatchTime: Duration = .zero
         do {
             while true {
                 let (newWork, cancels, deadline) = shared.withLock { s -> ([Submission], [UInt64], ContinuousClock.Instant?) in
@@ -139,11 +143,17 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
                         if coordinator.isIdle { break }
                     }
                 }
+                let dispatchStart = ContinuousClock.now
                 try coordinator.dispatch(send: send, visualTokens: visualTokens)
-                publishStatus(coordinator)
+                dispatchTime += ContinuousClock.now - dispatchStart  // the vision tower runs here
+                publishStatus(coordinator, ownBusy: (worker.computeTime + dispatchTime).seconds)
                 guard let message = try transport.receive(timeout: coordinator.isIdle ? .seconds(1) : .milliseconds(200)) else { continue }
+                if message.kind == .stats, let stats = message.stats {
+                    shared.withLock { $0.status.stageBusySeconds[Int(stats.rank)] = stats.computeSeconds }
+                    continue
+                }
                 try PipelineRuntime.handleOnCoordinator(message, coordinator: &coordinator, worker: &worker, send: send)
-                publishStatus(coordinator)
+                publishStatus(coordinator, ownBusy: (worker.computeTime + dispatchTime).seconds)
             }
         } catch {
             shared.withLock { $0.status.ready = false; $0.accepting = false }
@@ -172,7 +182,7 @@ extension PipelineRuntime {
             if transport.rank != 0 {
                 var worker = setup.worker
                 try serveStage(&worker, transport: transport, send: { try transport.send($0, to: $1) },
-                               startupTimeout: options.startupTimeout, started: setup.started)
+                               startupTimeout: options.startupTimeout, started: setup.started, reportEvery: .seconds(1))
             } else {
                 try awaitHellos(transport: transport, fingerprint: setup.fingerprint, timeout: options.startupTimeout)
             }

@@ -151,18 +151,28 @@ public enum PipelineRuntime {
             throw PipelineError.stageFailed(rank: Int(message.sourceRank), message: message.errorMessage)
         case .visualTokens, .prefill, .decode, .cancel:
             try worker.handle(message, send: send)
-        case .heartbeat:
-            break  // a wake-up
+        case .heartbeat, .stats:
+            break  // a wake-up; a serving stage's figures (the engine reads them before this)
         default:
             throw PipelineError.protocolViolation("rank 0 got an unexpected \(message.kind) from rank \(message.sourceRank)")
         }
     }
 
-    /// A worker rank's loop: handle stage messages until rank 0 says shut down.
+    /// A worker rank's loop: handle stage messages until rank 0 says shut down. With `reportEvery`
+    /// (serving), the rank also sends rank 0 its figures (STATS) that often, for /metrics.
     static func serveStage(_ worker: inout StageWorker, transport: StageTransport,
-                                   send: (Message, Int) throws -> Void, startupTimeout: Duration, started: ContinuousClock.Instant) throws {
+                           send: (Message, Int) throws -> Void, startupTimeout: Duration, started: ContinuousClock.Instant,
+                           reportEvery: Duration? = nil) throws {
+        var lastReport = ContinuousClock.now
         while true {
-            guard let message = try transport.receive(timeout: .seconds(1)) else { continue }
+            if let reportEvery, ContinuousClock.now - lastReport >= reportEvery {
+                lastReport = ContinuousClock.now
+                var report = Message(kind: .stats)
+                report.stats = RankStats.current(rank: transport.rank, assignment: worker.assignment, worker: worker,
+                                                 transport: transport, started: started)
+                try send(report, 0)
+            }
+            guard let message = try transport.receive(timeout: reportEvery.map { min($0, .seconds(1)) } ?? .seconds(1)) else { continue }
             switch message.kind {
             case .shutdown:
                 if !message.errorMessage.isEmpty { throw PipelineError.stageFailed(rank: 0, message: message.errorMessage) }
@@ -213,6 +223,8 @@ public enum PipelineRuntime {
                 pending.remove(rank)
             case .error:
                 throw PipelineError.stageFailed(rank: rank, message: m.errorMessage)
+            case .stats, .heartbeat:
+                continue  // a serving stage that is up already reports its figures
             default:
                 throw PipelineError.protocolViolation("expected HELLO from rank \(rank), got \(m.kind)")
             }

@@ -13,6 +13,7 @@ public enum MessageKind: UInt8, Sendable, CaseIterable, CustomStringConvertible 
     case error = 8
     case shutdown = 9
     case heartbeat = 10
+    case stats = 11
 
     public var description: String {
         switch self {
@@ -26,6 +27,7 @@ public enum MessageKind: UInt8, Sendable, CaseIterable, CustomStringConvertible 
         case .error: "ERROR"
         case .shutdown: "SHUTDOWN"
         case .heartbeat: "HEARTBEAT"
+        case .stats: "STATS"
         }
     }
 }
