@@ -67,7 +67,7 @@ let package = Package(
         .testTarget(name: "FlamingoClusterTests", dependencies: ["FlamingoCluster"]),
         .testTarget(name: "FlamingoCLITests", dependencies: ["FlamingoModel"]),
         .testTarget(name: "FlamingoServerTests", dependencies: [
-            "FlamingoServer", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            "FlamingoServer", "FlamingoCore", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
     ]

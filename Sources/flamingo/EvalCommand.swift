@@ -33,6 +33,8 @@ struct EvalCommand: AsyncParsableCommand {
         let answer: String
         let task: String
         let reference: String?
+        /// The case's own "max_tokens", else --max-tokens.
+        let maxTokens: Int?
     }
 
     func run() async throws {
@@ -42,7 +44,8 @@ struct EvalCommand: AsyncParsableCommand {
             let builder = RequestBuilder(directory: directory)
             return try loaded.enumerated().map { i, c in
                 do {
-                    return try builder.request(prompt: c.prompt, inputIDs: nil, imagePaths: c.images, maxTokens: maxTokens, sampling: .greedy)
+                    return try builder.request(prompt: c.prompt, inputIDs: nil, imagePaths: c.images, maxTokens: c.maxTokens ?? maxTokens,
+                                              sampling: .greedy)
                 } catch {
                     throw ValidationError("\(cases):\(i + 1): \((error as? LocalizedError)?.errorDescription ?? "\(error)")")
                 }
@@ -99,7 +102,7 @@ struct EvalCommand: AsyncParsableCommand {
             }
             let images = (o["images"] as? [String] ?? []).map { $0.hasPrefix("/") ? $0 : base.appendingPathComponent($0).path }
             return Case(prompt: prompt, images: images, answer: answer, task: o["task"] as? String ?? "all",
-                        reference: o["pytorch_prediction"] as? String)
+                        reference: o["pytorch_prediction"] as? String, maxTokens: (o["max_tokens"] as? NSNumber)?.intValue)
         }
     }
 }

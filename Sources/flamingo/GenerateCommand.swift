@@ -22,7 +22,7 @@ struct GenerateCommand: AsyncParsableCommand {
     @Option(name: .customLong("image"), help: "An image file (PNG or JPEG), once per image, in prompt order.")
     var images: [String] = []
 
-    @Option(name: .customLong("requests"), help: "A JSON-lines file of requests to run as one batch: {\"prompt\" | \"input_ids\", \"images\", \"max_tokens\", \"temperature\", \"top_p\", \"seed\", \"ignore_eos\"}.")
+    @Option(name: .customLong("requests"), help: "A JSON-lines file of requests to run as one batch: {\"prompt\" | \"input_ids\", \"images\" (relative to the file), \"max_tokens\", \"temperature\", \"top_p\", \"seed\", \"ignore_eos\"}.")
     var requestsFile: String?
 
     @Option(name: .customLong("max-tokens"), parsing: .unconditional, help: "Most tokens to generate.")
@@ -120,6 +120,7 @@ enum RequestFile {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ValidationError("cannot read requests file \(path)")
         }
+        let base = URL(fileURLWithPath: path).deletingLastPathComponent()
         var requests: [GenerationRequest] = []
         for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
             guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
@@ -127,7 +128,8 @@ enum RequestFile {
             }
             let prompt = object["prompt"] as? String
             let ids = (object["input_ids"] as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue }
-            let images = object["images"] as? [String] ?? []
+            // Relative image paths are relative to the requests file (as in `flamingo eval`).
+            let images = (object["images"] as? [String] ?? []).map { $0.hasPrefix("/") ? $0 : base.appendingPathComponent($0).path }
             let maxTokens = (object["max_tokens"] as? NSNumber)?.intValue ?? defaultMaxTokens
             let temperature = (object["temperature"] as? NSNumber)?.floatValue ?? 0
             let topP = (object["top_p"] as? NSNumber)?.floatValue ?? 1

@@ -31,10 +31,19 @@ struct ServeCommand: AsyncParsableCommand {
             try await failing {
                 let server = try OpenAIServer(engine: engine, configuration: configuration, logger: serverLogger())
                 try await server.run { port in
-                    // One line on stderr, which scripts (and the tests) read for the port.
-                    let auth = configuration.apiKey == nil ? "" : " (API key required)"
-                    FileHandle.standardError.write(Data(
-                        "serving \(server.modelID) on http://\(configuration.host):\(port)/v1\(auth)\n".utf8))
+                    let url = "http://\(configuration.host):\(port)/v1"
+                    if !engine.status.ready {
+                        FileHandle.standardError.write(Data(
+                            "listening on \(url) while the model loads (/health answers 503 until every rank is ready)\n".utf8))
+                    }
+                    // Not awaited: the server accepts connections meanwhile.
+                    Task {
+                        while !engine.status.ready { try? await Task.sleep(for: .milliseconds(50)) }
+                        // One line on stderr, which scripts (and the tests) read for the port.
+                        let auth = configuration.apiKey == nil ? "" : " (API key required)"
+                        let clearProgress = isatty(2) != 0 ? "\r\u{1B}[K" : ""
+                        FileHandle.standardError.write(Data("\(clearProgress)serving \(server.modelID) on \(url)\(auth)\n".utf8))
+                    }
                 }
             }
         }

@@ -82,3 +82,23 @@ func generateMatchesGoldens(useInputIDs: Bool) throws {
     #expect(info?["model_type"] as? String == "idefics")
     #expect((info?["tensors"] as? Int ?? 0) > 50)
 }
+
+/// `--requests FILE`: relative image paths are relative to the file, not the working directory.
+@Test func requestsFileImagePathsAreRelativeToTheFile() throws {
+    let (fixture, c) = try #require(allCases().first { $0.1.images.count == 1 })
+    let dir = CLI.models.appendingPathComponent(fixture)
+    let work = FileManager.default.temporaryDirectory.appendingPathComponent("requests-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: work) }
+    try FileManager.default.createDirectory(at: work.appendingPathComponent("img"), withIntermediateDirectories: true)
+    try FileManager.default.copyItem(at: dir.appendingPathComponent(c.images[0]).standardized,
+                                     to: work.appendingPathComponent("img/picture.png"))
+    let line = try JSONSerialization.data(withJSONObject: [
+        "input_ids": c.input_ids, "images": ["img/picture.png"], "max_tokens": c.greedy_tokens.count,
+    ] as [String: Any])
+    try line.write(to: work.appendingPathComponent("requests.jsonl"))
+    let r = try CLI.run(["generate", "--model", dir.path, "--requests", work.appendingPathComponent("requests.jsonl").path,
+                         "--json", "--threads", "1"])
+    #expect(r.status == 0, "\(r.stderr)")
+    let out = try JSONDecoder().decode(GenerateOutput.self, from: Data(r.stdout.split(separator: "\n")[0].utf8))
+    #expect(out.tokens == c.greedy_tokens)
+}

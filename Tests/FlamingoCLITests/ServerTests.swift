@@ -221,18 +221,27 @@ private func runSuite(_ suite: String, server: ServeProcess, apiKey: String) thr
         let demo = CLI.repo.appendingPathComponent("models/demo")
         let examples = demo.appendingPathComponent("examples")
         let server = try ServeProcess(["--model", demo.path, "--chat-template", "plain", "--threads", "1"], ranks: 3)
-        var asked = 0
+        // Questions by image, one client process per image.
+        var byImage: [String: [(question: String, answer: String)]] = [:]
         for line in try String(contentsOf: examples.appendingPathComponent("prompts.txt"), encoding: .utf8).split(separator: "\n") {
             // "<image>Question: ...? Answer:  [file.png]  =>  answer."
             let fields = line.components(separatedBy: "  ")
             guard !line.hasPrefix("#"), fields.count == 4, fields[2] == "=>", line.hasPrefix("<image>"),
                   !fields[1].contains(" ") else { continue }
-            let question = String(fields[0].dropFirst("<image>".count))
             let image = examples.appendingPathComponent(String(fields[1].dropFirst().dropLast())).path
-            let r = try Python.run("chat.py", ["--url", server.url, "--image", image, "--max-tokens", "8", question])
+            byImage[image, default: []].append((String(fields[0].dropFirst("<image>".count)), fields[3]))
+        }
+        var asked = 0
+        for (image, cases) in byImage.sorted(by: { $0.key < $1.key }) {
+            let r = try Python.run("chat.py", ["--url", server.url, "--image", image, "--max-tokens", "8"] + cases.map(\.question))
             #expect(r.status == 0, "\(r.stderr)")
-            #expect(r.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == fields[3], "\(line)")
-            asked += 1
+            let answers = r.stdout.split(separator: "\n", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
+            for (i, c) in cases.enumerated() {
+                #expect(i < answers.count && answers[i] == c.answer, "\(image): \(c.question) -> \(i < answers.count ? answers[i] : "nothing")")
+            }
+            asked += cases.count
         }
         #expect(asked >= 12)
         #expect(server.terminate() == 0, "\(server.errorOutput)")

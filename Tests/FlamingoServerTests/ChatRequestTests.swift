@@ -1,3 +1,4 @@
+import FlamingoCore
 import FlamingoServer
 import Foundation
 import Testing
@@ -140,7 +141,8 @@ func rejectsBadBodies(body: String, status: Int, code: String, param: String?) t
     #""\x""#, #""\ud800""#, #""\udc00x""#, "\"a\nb\"", "[1] 2", #"{"a" 1}"#, "[1e999]",
 ])
 func rejectsMalformedJSON(text: String) {
-    #expect(throws: APIError.self, "\(text)") { try JSON.parse(Data(text.utf8)) }
+    #expect(throws: JSONSyntaxError.self, "\(text)") { try JSON.parse(Data(text.utf8)) }
+    #expect("\(text)") { try ChatCompletionRequest(body: Data(text.utf8)) } throws: { ($0 as? APIError)?.code == "invalid_json" }
 }
 
 @Test func parsesEdgeCases() throws {
@@ -148,11 +150,14 @@ func rejectsMalformedJSON(text: String) {
     #expect(try JSON.parse(Data(#""\ud83d\ude00 \u00e9 \/ \"""#.utf8)) == .string("😀 é / \""))
     #expect(try JSON.parse(Data("[-0, 9223372036854775807, 9223372036854775808, 1.5e2, -2E-1]".utf8))
             == [.int(0), .int(Int64.max), .double(9223372036854775808), .double(150), .double(-0.2)])
-    let deep = String(repeating: "[", count: JSON.maxDepth + 1) + String(repeating: "]", count: JSON.maxDepth + 1)
-    #expect(throws: APIError.self) { try JSON.parse(Data(deep.utf8)) }
-    let ok = String(repeating: "[", count: JSON.maxDepth) + String(repeating: "]", count: JSON.maxDepth)
-    #expect(throws: Never.self) { try JSON.parse(Data(ok.utf8)) }
+    let depth = ChatCompletionRequest.maxNesting
+    let deep = String(repeating: "[", count: depth + 1) + String(repeating: "]", count: depth + 1)
+    #expect(throws: JSONSyntaxError.self) { try JSON.parse(Data(deep.utf8), maxDepth: depth) }
+    #expect(throws: APIError.self) { try ChatCompletionRequest(body: Data(deep.utf8)) }
+    let ok = String(repeating: "[", count: depth) + String(repeating: "]", count: depth)
+    #expect(throws: Never.self) { try JSON.parse(Data(ok.utf8), maxDepth: depth) }
     // A body of a million nested arrays is refused, not a stack overflow.
     let hostile = String(repeating: "[", count: 1_000_000)
-    #expect(throws: APIError.self) { try JSON.parse(Data(hostile.utf8)) }
+    #expect(throws: APIError.self) { try ChatCompletionRequest(body: Data(hostile.utf8)) }
+    #expect(throws: JSONSyntaxError.self) { try JSON.parse(Data(hostile.utf8)) }
 }

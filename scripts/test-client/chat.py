@@ -5,6 +5,8 @@
     flamingo serve --model DIR &
     scripts/test-client/chat.py --image cat.png --image dog.jpg "What differs between these?"
 
+Several questions are asked one after another (the same images with each); one answer per line.
+
 Environment: FLAMINGO_URL (default http://127.0.0.1:8080/v1), FLAMINGO_API_KEY.
 """
 import argparse
@@ -19,7 +21,7 @@ from flamingo_chat import image_part, text_part  # noqa: E402
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("question")
+    ap.add_argument("question", nargs="+")
     ap.add_argument("--image", action="append", default=[], help="PNG or JPEG file, repeatable; images come first")
     ap.add_argument("--url", default=os.environ.get("FLAMINGO_URL", "http://127.0.0.1:8080/v1"))
     ap.add_argument("--model", help="model id (default: the first of /v1/models)")
@@ -30,16 +32,17 @@ def main():
 
     client = OpenAI(base_url=args.url, api_key=os.environ.get("FLAMINGO_API_KEY", "none"))
     model = args.model or client.models.list().data[0].id
-    content = [image_part(p) for p in args.image] + [text_part(args.question)]
-    request = dict(model=model, messages=[{"role": "user", "content": content}],
-                   max_tokens=args.max_tokens, temperature=args.temperature)
-    if args.no_stream:
-        print(client.chat.completions.create(**request).choices[0].message.content)
-        return
-    for chunk in client.chat.completions.create(stream=True, **request):
-        if chunk.choices and chunk.choices[0].delta.content:
-            print(chunk.choices[0].delta.content, end="", flush=True)
-    print()
+    images = [image_part(p) for p in args.image]
+    for question in args.question:
+        request = dict(model=model, messages=[{"role": "user", "content": images + [text_part(question)]}],
+                       max_tokens=args.max_tokens, temperature=args.temperature)
+        if args.no_stream:
+            print(client.chat.completions.create(**request).choices[0].message.content)
+            continue
+        for chunk in client.chat.completions.create(stream=True, **request):
+            if chunk.choices and chunk.choices[0].delta.content:
+                print(chunk.choices[0].delta.content, end="", flush=True)
+        print()
 
 
 if __name__ == "__main__":

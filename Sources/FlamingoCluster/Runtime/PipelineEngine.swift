@@ -167,9 +167,12 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
 }
 
 extension PipelineRuntime {
-    /// Serving: every rank loads its stage; rank 0 starts a `PipelineEngine` on its own thread and
-    /// hands it to `serve` (which runs the HTTP server and returns after `engine.shutdown`); the
-    /// other ranks serve their stage until rank 0 shuts them down. Throws when the pipeline fails.
+    /// Serving: every rank loads its stage. Rank 0 hands a `PipelineEngine` to `serve` at once (the
+    /// HTTP server listens while the model loads; `engine.status.ready` turns true, and requests are
+    /// accepted, only when every rank has loaded and said HELLO), and loads, waits for its peers
+    /// and runs the engine on a thread of its own. `serve` returns after `engine.shutdown`. The
+    /// other ranks serve their stage until rank 0 shuts them down. A failure of the pipeline
+    /// (loading included) prints one error line and ends the whole job.
     public static func serve(
         transport: StageTransport, directory: ModelDirectory, options: PipelineOptions, maxQueued: Int,
         progress: @escaping (String) -> Void = { _ in },
@@ -177,42 +180,44 @@ extension PipelineRuntime {
     ) async throws {
         // Loading, waiting for peers and serving a stage block their thread: keep them off Swift's
         // cooperative pool, which the HTTP server needs.
-        let setup = try await onOwnThread {
-            let setup = try prepare(transport: transport, directory: directory, options: options, progress: progress)
-            if transport.rank != 0 {
+        if transport.rank != 0 {
+            try await onOwnThread {
+                let setup = try prepare(transport: transport, directory: directory, options: options, progress: progress)
                 var worker = setup.worker
                 try serveStage(&worker, transport: transport, send: { try transport.send($0, to: $1) },
                                startupTimeout: options.startupTimeout, started: setup.started, reportEvery: .seconds(1))
-            } else {
-                try awaitHellos(transport: transport, fingerprint: setup.fingerprint, timeout: options.startupTimeout)
             }
-            return UncheckedSendable(setup)
-        }.value
-        if transport.rank != 0 { return }
+            return
+        }
         let engine = PipelineEngine(directory: directory, transport: transport, maxQueued: maxQueued)
-        let plan = setup.plan
-        let model = setup.worker.model
-        let groupCount = options.microbatches ?? max(4, plan.languageStages.count)
-        let failure = Mutex<Error?>(nil)
+        let box = UncheckedSendable(progress)
         let engineThread = Thread {
-            var worker = setup.worker
-            var coordinator = Coordinator(plan: plan, groupCount: groupCount, batchSize: options.batchSize)
-            let visualTokens: ((Tensor) -> Tensor)? = setup.worker.assignment.vision ? { model.visualTokens(pixels: $0) } : nil
             do {
+                let setup = try prepare(transport: transport, directory: directory, options: options, progress: box.value)
+                try awaitHellos(transport: transport, fingerprint: setup.fingerprint, timeout: options.startupTimeout)
+                let (plan, model) = (setup.plan, setup.worker.model)
+                var worker = setup.worker
+                let groupCount = options.microbatches ?? max(4, plan.languageStages.count)
+                var coordinator = Coordinator(plan: plan, groupCount: groupCount, batchSize: options.batchSize)
+                let visualTokens: ((Tensor) -> Tensor)? = worker.assignment.vision ? { model.visualTokens(pixels: $0) } : nil
                 try engine.run(coordinator: &coordinator, worker: &worker, visualTokens: visualTokens,
                                workerRanks: 1..<max(1, transport.worldSize))
             } catch {
-                failure.withLock { $0 = error }
                 let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
-                FileHandle.standardError.write(Data("error: \(message)\n".utf8))
-                // The pipeline is gone: end every rank now rather than serve errors forever.
+                let prefix = transport.worldSize > 1 ? "rank 0: " : ""
+                FileHandle.standardError.write(Data("error: \(prefix)\(message)\n".utf8))
+                // The pipeline is gone (or never came up): end every rank now rather than serve errors forever.
+                for r in 1..<max(1, transport.worldSize) {
+                    try? transport.send(Message(kind: .shutdown, errorMessage: "rank 0: \(message)"), to: r)
+                }
+                transport.flush(timeout: .seconds(2))
                 transport.abortJob(code: 1)
             }
         }
         engineThread.name = "pipeline-engine"
+        engineThread.stackSize = 8 << 20
         engineThread.start()
         try await serve(engine)
-        if let error = failure.withLock({ $0 }) { throw error }
     }
 }
 

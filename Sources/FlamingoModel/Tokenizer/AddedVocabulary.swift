@@ -1,3 +1,4 @@
+import FlamingoCore
 /// One entry of tokenizer.json `added_tokens` (e.g. `<s>`, `<image>`, `<|endofchunk|>`).
 struct AddedToken: Sendable {
     let id: Int
@@ -12,7 +13,7 @@ struct AddedToken: Sendable {
     /// Special tokens are dropped by `decode(skipSpecialTokens: true)`.
     let special: Bool
 
-    init(json: JSONValue, index: Int) throws {
+    init(json: JSON, index: Int) throws {
         let config = try ComponentConfig(component: "added_tokens[\(index)]", json: json)
         guard let id = config.json["id"]?.intValue, id >= 0, id < Int(Int32.max) else {
             throw config.invalid("id", "a non-negative 32-bit integer")
@@ -109,7 +110,7 @@ struct AddedVocabulary: Sendable {
     let rawMatcher: AddedTokenMatcher
     let normalizedMatcher: AddedTokenMatcher
 
-    init(json: JSONValue?, normalizer: (any Normalizer)?) throws {
+    init(json: JSON?, normalizer: (any Normalizer)?) throws {
         var tokens: [AddedToken] = []
         if let json, !json.isNull {
             guard let list = json.arrayValue else {

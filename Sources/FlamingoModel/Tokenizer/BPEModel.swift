@@ -1,3 +1,4 @@
+import FlamingoCore
 /// Turns one pre-tokenized word into ids (tokenizer.json `model`).
 protocol TokenizerModel: Sendable {
     /// Appends the ids for `word` to `ids`.
@@ -14,7 +15,7 @@ enum ModelType: String {
 }
 
 enum ModelFactory {
-    static func make(_ json: JSONValue) throws -> any TokenizerModel {
+    static func make(_ json: JSON) throws -> any TokenizerModel {
         let config = try ComponentConfig(component: "model", json: json)
         // Old files omit `type`; HF then infers the model from its fields, and `merges` means BPE.
         let typeName = try config.optionalString("type") ?? (json["merges"] != nil ? "BPE" : "(missing)")
@@ -40,7 +41,7 @@ struct BPEModel: TokenizerModel {
     }
 
     /// Token UTF-8 bytes → id. Keyed by bytes, not `String`, so canonically-equivalent
-    /// but distinct tokens stay distinct (see `JSONValue`).
+    /// but distinct tokens stay distinct (see `JSON`).
     let vocab: [[UInt8]: Int]
     let idToToken: [Int: String]
     /// Ids of single-scalar tokens: the starting symbols of a word, looked up without
@@ -110,12 +111,12 @@ struct BPEModel: TokenizerModel {
                 right = String(parts[1])
             case .array(let pair):
                 guard pair.count == 2, let a = pair[0].stringValue, let b = pair[1].stringValue else {
-                    throw TokenizerError.invalidMerge(index: index, merge: "\(pair.map(\.kindName))", reason: "expected [left, right] strings")
+                    throw TokenizerError.invalidMerge(index: index, merge: "\(pair.map(\.typeName))", reason: "expected [left, right] strings")
                 }
                 left = a
                 right = b
             default:
-                throw TokenizerError.invalidMerge(index: index, merge: entry.kindName, reason: "expected a string or a [left, right] array")
+                throw TokenizerError.invalidMerge(index: index, merge: entry.typeName, reason: "expected a string or a [left, right] array")
             }
             let leftBytes = Array(left.utf8)
             let rightBytes = Array(right.utf8)

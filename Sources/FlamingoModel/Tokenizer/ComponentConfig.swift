@@ -1,3 +1,4 @@
+import FlamingoCore
 /// Typed, throwing access to one component section of tokenizer.json (a normalizer,
 /// pre-tokenizer, model, post-processor or decoder object).
 ///
@@ -6,9 +7,9 @@
 struct ComponentConfig {
     /// Which pipeline stage this section configures, for error messages ("normalizer", …).
     let component: String
-    let json: JSONValue
+    let json: JSON
 
-    init(component: String, json: JSONValue) throws {
+    init(component: String, json: JSON) throws {
         guard case .object = json else {
             throw TokenizerError.invalidField(component: component, field: "(section)", expected: "an object")
         }
@@ -55,7 +56,7 @@ struct ComponentConfig {
         return i
     }
 
-    func array(_ key: String) throws -> [JSONValue] {
+    func array(_ key: String) throws -> [JSON] {
         guard let a = json[key]?.arrayValue else { throw invalid(key, "an array") }
         return a
     }

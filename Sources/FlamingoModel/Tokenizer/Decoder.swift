@@ -1,3 +1,4 @@
+import FlamingoCore
 /// Turns token strings back into text (tokenizer.json `decoder`). Like HF's `decode_chain`,
 /// each decoder maps a list of strings to a list of strings, so they compose in a `Sequence`;
 /// the final list is concatenated.
@@ -18,7 +19,7 @@ enum DecoderType: String {
 enum DecoderFactory {
     /// Builds the decoder for a tokenizer.json `decoder` value; `null` means none
     /// (tokens are then joined with spaces, as HF does).
-    static func make(_ json: JSONValue) throws -> (any TokenDecoder)? {
+    static func make(_ json: JSON) throws -> (any TokenDecoder)? {
         if json.isNull { return nil }
         let config = try ComponentConfig(component: "decoder", json: json)
         let typeName = try config.type()

@@ -1,3 +1,4 @@
+import FlamingoCore
 import Foundation
 
 /// Rewrites text before pre-tokenization (tokenizer.json `normalizer`).
@@ -24,7 +25,7 @@ enum NormalizerType: String {
 
 enum NormalizerFactory {
     /// Builds the normalizer for a tokenizer.json `normalizer` value; `null` means none.
-    static func make(_ json: JSONValue) throws -> (any Normalizer)? {
+    static func make(_ json: JSON) throws -> (any Normalizer)? {
         if json.isNull { return nil }
         let config = try ComponentConfig(component: "normalizer", json: json)
         let typeName = try config.type()

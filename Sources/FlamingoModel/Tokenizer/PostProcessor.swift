@@ -1,3 +1,4 @@
+import FlamingoCore
 /// Adds special tokens around an encoded sequence (tokenizer.json `post_processor`).
 /// Only single sequences are supported; the engine never encodes sentence pairs.
 protocol PostProcessor: Sendable {
@@ -13,7 +14,7 @@ enum PostProcessorType: String {
 
 enum PostProcessorFactory {
     /// Builds the post-processor for a tokenizer.json `post_processor` value; `null` means none.
-    static func make(_ json: JSONValue) throws -> (any PostProcessor)? {
+    static func make(_ json: JSON) throws -> (any PostProcessor)? {
         if json.isNull { return nil }
         let config = try ComponentConfig(component: "post-processor", json: json)
         let typeName = try config.type()

@@ -1,3 +1,4 @@
+import FlamingoCore
 /// A run of text on its way to the model, plus the one bit of offset information the
 /// supported components need.
 struct TextPiece: Sendable, Equatable {
@@ -27,7 +28,7 @@ enum PreTokenizerType: String {
 enum PreTokenizerFactory {
     /// Builds the pre-tokenizer for a tokenizer.json `pre_tokenizer` value; `null` means none
     /// (the whole normalised piece is one word, as in legacy LLaMA files).
-    static func make(_ json: JSONValue) throws -> (any PreTokenizer)? {
+    static func make(_ json: JSON) throws -> (any PreTokenizer)? {
         if json.isNull { return nil }
         let config = try ComponentConfig(component: "pre-tokenizer", json: json)
         let typeName = try config.type()

@@ -1,3 +1,4 @@
+import FlamingoCore
 import Foundation
 
 /// A Hugging Face `tokenizer.json` tokenizer (the LLaMA/IDEFICS family: SentencePiece-style
@@ -50,16 +51,21 @@ public struct Tokenizer: Sendable {
     /// used only when tokenizer.json has no `post_processor`; otherwise the post-processor is
     /// authoritative, which is what `PreTrainedTokenizerFast` does.
     public init(data: Data, configData: Data? = nil) throws {
-        let root = try JSONValue.parse(data)
+        let root: JSON
+        do {
+            root = try JSON.parse(data)
+        } catch {
+            throw TokenizerError.invalidJSON(error.description)
+        }
         guard case .object = root else {
             throw TokenizerError.invalidField(component: "tokenizer", field: "(root)", expected: "an object")
         }
         let config: TokenizerConfig?
         do {
-            config = try configData.map { try TokenizerConfig(json: JSONValue.parse($0)) }
-        } catch TokenizerError.invalidJSON(let detail) {
+            config = try configData.map { try TokenizerConfig(json: JSON.parse($0)) }
+        } catch let error as JSONSyntaxError {
             // Say which of the two files is broken.
-            throw TokenizerError.invalidJSON("tokenizer_config.json: \(detail)")
+            throw TokenizerError.invalidJSON("tokenizer_config.json: \(error.description)")
         }
 
         guard let modelJSON = root["model"] else {
@@ -189,7 +195,7 @@ struct TokenizerConfig: Sendable {
     var addBOS: Bool?
     var addEOS: Bool?
 
-    init(json: JSONValue) throws {
+    init(json: JSON) throws {
         let config = try ComponentConfig(component: "tokenizer_config", json: json)
         bosToken = try Self.tokenContent(config, "bos_token")
         eosToken = try Self.tokenContent(config, "eos_token")

@@ -1,3 +1,4 @@
+import FlamingoCore
 import FlamingoCluster
 import FlamingoModel
 import Foundation

@@ -1,3 +1,4 @@
+import FlamingoCore
 import Foundation
 
 /// A `POST /v1/chat/completions` body, checked field by field. Only what the server uses is kept;
@@ -59,8 +60,17 @@ public struct ChatCompletionRequest: Sendable, Equatable {
     /// Parses and checks a request body.
     /// - Throws: `APIError` (400) naming the field at fault.
     public init(body: Data) throws {
-        try self.init(json: JSON.parse(body))
+        let json: JSON
+        do {
+            json = try JSON.parse(body, maxDepth: Self.maxNesting)
+        } catch {
+            throw APIError.invalidJSON(error.offset == nil && body.isEmpty ? "the body is empty" : error.description)
+        }
+        try self.init(json: json)
     }
+
+    /// Deepest nesting a request body may have (a bound on the parser's recursion).
+    public static let maxNesting = 128
 
     public init(json: JSON) throws {
         guard case .object = json else {

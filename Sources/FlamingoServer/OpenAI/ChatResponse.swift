@@ -1,3 +1,4 @@
+import FlamingoCore
 import FlamingoModel
 import Foundation
 
