@@ -123,6 +123,8 @@ func runServing(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
             try await start(engine)
         }
         mpi?.finalize()
+    } catch let code as ExitCode {
+        exit(code.rawValue)
     } catch {
         printError(error, rank: rankLabel)
         exit(1)

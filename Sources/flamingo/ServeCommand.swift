@@ -25,38 +25,25 @@ struct ServeCommand: AsyncParsableCommand {
 
     func run() async throws {
         let configuration = try serveOptions.serverConfiguration()
-        try await servingEngine(pipelineOptions: pipelineOptions, modelOptions: modelOptions,
-                                queueLimit: serveOptions.maxQueue) { engine in
-            // Rank 0 only: the HTTP API in front of the engine.
-            try await failing {
-                let server = try OpenAIServer(engine: engine, configuration: configuration, logger: serverLogger())
-                try await server.run { port in
-                    let url = "http://\(configuration.host):\(port)/v1"
-                    if !engine.status.ready {
-                        FileHandle.standardError.write(Data(
-                            "listening on \(url) while the model loads (/health answers 503 until every rank is ready)\n".utf8))
-                    }
-                    // Not awaited: the server accepts connections meanwhile.
-                    Task {
-                        while !engine.status.ready { try? await Task.sleep(for: .milliseconds(50)) }
-                        // One line on stderr, which scripts (and the tests) read for the port.
-                        let auth = configuration.apiKey == nil ? "" : " (API key required)"
-                        let clearProgress = isatty(2) != 0 ? "\r\u{1B}[K" : ""
-                        FileHandle.standardError.write(Data("\(clearProgress)serving \(server.modelID) on \(url)\(auth)\n".utf8))
-                    }
+        try await runServing(pipelineOptions: pipelineOptions, modelOptions: modelOptions, maxQueued: serveOptions.maxQueue) { engine in
+            // Rank 0 only: the HTTP API in front of the engine. An error ends up as one line from runServing.
+            let server = try OpenAIServer(engine: engine, configuration: configuration, logger: serverLogger())
+            try await server.run { port in
+                let url = "http://\(configuration.host):\(port)/v1"
+                if !engine.status.ready {
+                    FileHandle.standardError.write(Data(
+                        "listening on \(url) while the model loads (/health answers 503 until every rank is ready)\n".utf8))
+                }
+                // Not awaited: the server accepts connections meanwhile.
+                Task {
+                    while !engine.status.ready { try? await Task.sleep(for: .milliseconds(50)) }
+                    // One line on stderr, which scripts (and the tests) read for the port.
+                    let auth = configuration.apiKey == nil ? "" : " (API key required)"
+                    let clearProgress = isatty(2) != 0 ? "\r\u{1B}[K" : ""
+                    FileHandle.standardError.write(Data("\(clearProgress)serving \(server.modelID) on \(url)\(auth)\n".utf8))
                 }
             }
         }
-    }
-}
-
-/// Where `serve` gets its engine: the pipeline engine on rank 0 (alone, or under mpirun with the
-/// other ranks serving their stages). `start` runs on rank 0 only and returns after a graceful
-/// shutdown.
-func servingEngine(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOptions, queueLimit: Int,
-                   start: @escaping @Sendable (any GenerationEngine) async throws -> Void) async throws {
-    try await runServing(pipelineOptions: pipelineOptions, modelOptions: modelOptions, maxQueued: queueLimit) { engine in
-        try await start(engine)
     }
 }
 

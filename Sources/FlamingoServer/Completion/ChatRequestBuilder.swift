@@ -11,6 +11,17 @@ public struct PreparedCompletion: Sendable {
     public var promptTokenCount: Int { generation.promptTokens.count }
 }
 
+/// Why a model cannot be served.
+public enum ServingSetupError: Error, LocalizedError, Equatable {
+    case noTokenizer(String)
+
+    public var errorDescription: String? {
+        switch self {
+        case .noTokenizer(let path): "\(path) has no tokenizer.json, which serving needs to turn chat messages into tokens"
+        }
+    }
+}
+
 /// Turns a checked `ChatCompletionRequest` into a `GenerationRequest` for the served model:
 /// chat template, tokenization, limits, image decoding and preprocessing. Cheap checks come first,
 /// so a request over a limit is refused before any image is decoded.
@@ -26,7 +37,7 @@ public struct ChatRequestBuilder: Sendable {
 
     public init(directory: ModelDirectory, limits: ServerLimits, allowLocalFiles: Bool,
                 templateStyle: ChatTemplate.Style = .idefics) throws {
-        guard let tokenizer = directory.tokenizer else { throw RequestError.noTokenizer(directory.url.path) }
+        guard let tokenizer = directory.tokenizer else { throw ServingSetupError.noTokenizer(directory.url.path) }
         self.directory = directory
         self.tokenizer = tokenizer
         self.limits = limits
