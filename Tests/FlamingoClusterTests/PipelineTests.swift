@@ -45,6 +45,13 @@ private func runInProcess(worldSize: Int, directory: ModelDirectory, requests: [
     }
     let report = try PipelineRuntime.run(transport: transports[0], directory: directory, options: PipelineOptions()) { requests }
     group.wait()
+    // Every frame sent between ranks was received, and counted on both sides. (Alone, rank 0's
+    // last messages to its own stage, freeing caches, are still queued when the run ends.)
+    if worldSize > 1 {
+        let sent = transports.map(\.counters.bytesSent).reduce(0, +)
+        let received = transports.map(\.counters.bytesReceived).reduce(0, +)
+        #expect(sent == received && sent > 0, "sent \(sent) bytes, received \(received): \(transports.map(\.counters))")
+    }
     return report!
 }
 

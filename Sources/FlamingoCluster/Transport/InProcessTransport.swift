@@ -11,7 +11,8 @@ public final class InProcessTransport: StageTransport, @unchecked Sendable {
     private let stats = Mutex(TransportCounters())
 
     final class Hub: @unchecked Sendable {
-        let inboxes: [Inbox<Result<Message, TransportError>>]
+        /// Messages with the size of their frame (0 when frames are not encoded).
+        let inboxes: [Inbox<Result<(Message, Int), TransportError>>]
         let encodeFrames: Bool
         init(worldSize: Int, encodeFrames: Bool) {
             inboxes = (0..<worldSize).map { _ in Inbox() }
@@ -43,26 +44,26 @@ public final class InProcessTransport: StageTransport, @unchecked Sendable {
             do { bytes = try encodeFrame(message) } catch { throw .badFrame(from: rank, reason: error.localizedDescription) }
             stats.withLock { $0.bytesSent += bytes.count; $0.messagesSent += 1 }
             do {
-                hub.inboxes[target].push(.success(try decodeFrame(bytes)))
+                hub.inboxes[target].push(.success((try decodeFrame(bytes), bytes.count)))
             } catch {
                 hub.inboxes[target].push(.failure(.badFrame(from: rank, reason: error.localizedDescription)))
             }
         } else {
             stats.withLock { $0.messagesSent += 1 }
-            hub.inboxes[target].push(.success(message))
+            hub.inboxes[target].push(.success((message, 0)))
         }
     }
 
     public func receive(timeout: Duration) throws(TransportError) -> Message? {
         guard let next = hub.inboxes[rank].pop(timeout: timeout) else { return nil }
-        let message = try next.get()
-        stats.withLock { $0.messagesReceived += 1 }
+        let (message, bytes) = try next.get()
+        stats.withLock { $0.messagesReceived += 1; $0.bytesReceived += bytes }
         return message
     }
 
     public func flush(timeout: Duration) {}
 
-    public func wake() { hub.inboxes[rank].push(.success(Message(kind: .heartbeat, sourceRank: UInt32(rank)))) }
+    public func wake() { hub.inboxes[rank].push(.success((Message(kind: .heartbeat, sourceRank: UInt32(rank)), 0))) }
 
     public func abortJob(code: Int32) -> Never { exit(code) }
 
