@@ -15,8 +15,7 @@ struct Coordinator {
         let id: UInt64
         let request: GenerationRequest
         let imageIndex: [Int?]
-        var sampler: Sampler
-        var generated: [Int] = []
+        var output: SequenceOutput
         var promptLogits: [Float] = []
         var position = 0
         var prefilled = false
@@ -60,7 +59,7 @@ struct Coordinator {
     mutating func submit(_ request: GenerationRequest, imageIndex: [Int?], group: Int? = nil) -> UInt64 {
         let id = nextID
         nextID += 1
-        sequences[id] = Sequence(id: id, request: request, imageIndex: imageIndex, sampler: Sampler(request.sampling))
+        sequences[id] = Sequence(id: id, request: request, imageIndex: imageIndex, output: SequenceOutput(request))
         let g = group.map { $0 % groups.count } ?? groups.indices.min { groups[$0].load < groups[$1].load }!
         groups[g].waiting.append(id)
         return id
@@ -116,7 +115,7 @@ struct Coordinator {
                     // A decode step reuses the image-attention row of the last prompt token.
                     metas.append(SequenceMeta(sequenceID: id, startPosition: s.position, tokenCount: 1,
                                               imageIndex: [s.imageIndex.last ?? nil], imageCount: imageCount,
-                                              tokenIDs: [s.generated.last!]))
+                                              tokenIDs: [s.output.tokens.last!]))
                 }
             }
             let message = Message(kind: anyPrefill ? .prefill : .decode, microbatchID: UInt32(g), step: groups[g].step,
@@ -169,14 +168,11 @@ struct Coordinator {
             } else {
                 s.position += 1
             }
-            let token = s.sampler.next(logits: rowLogits)
-            s.generated.append(token)
+            let (token, finish) = s.output.next(logits: rowLogits)
             sequences[id] = s
             onToken(id, token)
-            let stopped = s.request.stopTokens.contains(token)
-            if stopped || s.generated.count >= s.request.maxTokens {
-                onFinish(id, GenerationResult(tokens: s.generated, finishReason: stopped ? .stop : .length,
-                                              promptLogits: s.promptLogits))
+            if let finish {
+                onFinish(id, GenerationResult(tokens: s.output.tokens, finishReason: finish, promptLogits: s.promptLogits))
                 finished.append(id)
             }
         }

@@ -83,8 +83,8 @@ public struct Generator: Sendable {
         try request.validate(config: model.config, imageTokenID: imageTokenID)
     }
 
-    /// Generates up to `maxTokens`, calling `onToken` after each (return false to stop early).
-    public func generate(_ request: GenerationRequest, onToken: (Int) -> Bool = { _ in true }) throws -> GenerationResult {
+    /// Generates until a stop token or `maxTokens`.
+    public func generate(_ request: GenerationRequest) throws -> GenerationResult {
         let imageIndex = try validate(request)
         guard let embedding = model.embedding, let head = model.head else {
             preconditionFailure("Generator needs the whole model")
@@ -98,18 +98,13 @@ public struct Generator: Sendable {
         let last = h.rows((h.dim(0) - 1)..<h.dim(0))
         var logits = head(last).scalars
         let promptLogits = logits
-        var sampler = Sampler(request.sampling)
-        var tokens: [Int] = []
+        var output = SequenceOutput(request)
         // A decode step reuses the image-attention row of the last prompt token.
         let decodeImage = imageIndex.last ?? nil
         while true {
-            let token = sampler.next(logits: logits)
-            tokens.append(token)
-            if request.stopTokens.contains(token) || !onToken(token) {
-                return GenerationResult(tokens: tokens, finishReason: .stop, promptLogits: promptLogits)
-            }
-            if tokens.count >= request.maxTokens {
-                return GenerationResult(tokens: tokens, finishReason: .length, promptLogits: promptLogits)
+            let (token, finish) = output.next(logits: logits)
+            if let finish {
+                return GenerationResult(tokens: output.tokens, finishReason: finish, promptLogits: promptLogits)
             }
             var step = embedding([token])
             model.language.forward(&step, imageIndex: [decodeImage], cache: &cache)

@@ -70,3 +70,29 @@ public struct Sampler: Sendable {
         return best
     }
 }
+
+/// One sequence's output so far and the rule that ends it, shared by the in-process `Generator`
+/// and the pipeline's coordinator: each step's logits give the next token (`Sampler`);
+/// generation ends at a stop token (kept in the output, as transformers does) or after
+/// `maxTokens`.
+public struct SequenceOutput: Sendable {
+    public private(set) var tokens: [Int] = []
+    private var sampler: Sampler
+    private let stopTokens: Set<Int>
+    private let maxTokens: Int
+
+    public init(_ request: GenerationRequest) {
+        sampler = Sampler(request.sampling)
+        stopTokens = request.stopTokens
+        maxTokens = request.maxTokens
+    }
+
+    /// Picks the next token from `logits` and appends it; `finish` says why generation ends
+    /// with this token, nil when it goes on.
+    public mutating func next(logits: [Float]) -> (token: Int, finish: FinishReason?) {
+        let token = sampler.next(logits: logits)
+        tokens.append(token)
+        if stopTokens.contains(token) { return (token, .stop) }
+        return (token, tokens.count >= maxTokens ? .length : nil)
+    }
+}
