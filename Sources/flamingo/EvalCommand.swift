@@ -100,7 +100,7 @@ struct EvalCommand: AsyncParsableCommand {
                   let prompt = o["prompt"] as? String, let answer = o["answer"] as? String else {
                 throw ValidationError("\(cases):\(n + 1): needs \"prompt\" and \"answer\"")
             }
-            let images = (o["images"] as? [String] ?? []).map { $0.hasPrefix("/") ? $0 : base.appendingPathComponent($0).path }
+            let images = imagePaths(of: o, relativeTo: base)
             return Case(prompt: prompt, images: images, answer: answer, task: o["task"] as? String ?? "all",
                         reference: o["pytorch_prediction"] as? String, maxTokens: (o["max_tokens"] as? NSNumber)?.intValue)
         }

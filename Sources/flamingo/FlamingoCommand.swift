@@ -30,6 +30,12 @@ struct ModelOptions: ParsableArguments {
 }
 
 /// Prints `error: message` as one line on stderr and exits non-zero: input errors are never crashes.
+/// The "images" of a JSON-lines request or eval case; relative paths are relative to the file's
+/// directory `base`.
+func imagePaths(of object: [String: Any], relativeTo base: URL) -> [String] {
+    (object["images"] as? [String] ?? []).map { $0.hasPrefix("/") ? $0 : base.appendingPathComponent($0).path }
+}
+
 func failing<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()

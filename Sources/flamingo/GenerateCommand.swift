@@ -128,8 +128,7 @@ enum RequestFile {
             }
             let prompt = object["prompt"] as? String
             let ids = (object["input_ids"] as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue }
-            // Relative image paths are relative to the requests file (as in `flamingo eval`).
-            let images = (object["images"] as? [String] ?? []).map { $0.hasPrefix("/") ? $0 : base.appendingPathComponent($0).path }
+            let images = imagePaths(of: object, relativeTo: base)
             let maxTokens = (object["max_tokens"] as? NSNumber)?.intValue ?? defaultMaxTokens
             let temperature = (object["temperature"] as? NSNumber)?.floatValue ?? 0
             let topP = (object["top_p"] as? NSNumber)?.floatValue ?? 1

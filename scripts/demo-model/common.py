@@ -7,6 +7,9 @@ import torch
 
 import tasks as T
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "reference"))
+from torchvision_compat import import_torchvision  # noqa: E402
+
 IMAGE_SIZE = 48
 PATCH_SIZE = 8
 IMAGE_MEAN = [0.48145466, 0.4578275, 0.40821073]   # IdeficsImageProcessor defaults (OpenAI CLIP)
@@ -22,21 +25,10 @@ MODEL = dict(
 
 def import_transformers(need_torchvision=False):
     """transformers' IDEFICS image processor defaults to the torchvision backend. The shared env has
-    no working torchvision; a private copy (PYTHONPATH=/tmp/refscripts_tv) is a CUDA build, so
-    declare the two detection-op schemas it needs (as scripts/reference/make_model_fixtures.py does).
-    Without it, block the import so transformers uses its PIL backend (identical for images already
-    at image_size, which is all the demo uses)."""
-    try:
-        import torchvision  # noqa: F401
-    except RuntimeError:
-        for m in [m for m in sys.modules if m.startswith("torchvision")]:
-            del sys.modules[m]
-        lib = torch.library.Library("torchvision", "DEF")
-        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-        import_transformers._lib = lib
-        import torchvision  # noqa: F401
-    except ImportError:
+    no working torchvision; a private copy (PYTHONPATH=/tmp/refscripts_tv) is a CUDA build, imported
+    through scripts/reference/torchvision_compat.py. Without it, block the import so transformers
+    uses its PIL backend (identical for images already at image_size, which is all the demo uses)."""
+    if import_torchvision() is None:
         if need_torchvision:
             raise SystemExit("torchvision needed: pip install --no-deps --target /tmp/tv torchvision==0.28.0 "
                              "&& export PYTHONPATH=/tmp/tv")

@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import struct
-import sys
 import zlib
 from pathlib import Path
 
@@ -33,19 +32,13 @@ import numpy as np
 from PIL import Image
 import torch
 
-# torchvision's PyPI wheel for Linux is a CUDA build: with CPU-only torch its C extension (detection
-# ops such as nms) fails to load and `import torchvision` fails while registering fake kernels for
-# them. Image resizing does not use those ops, so declare their schemas to let the import through.
-# (Left installed, such a torchvision breaks every other transformers image-processor import.)
-try:
-    import torchvision  # noqa: F401
-except RuntimeError:
-    for mod in [m for m in sys.modules if m.startswith("torchvision")]:
-        del sys.modules[mod]
-    _lib = torch.library.Library("torchvision", "DEF")
-    _lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    import torchvision  # noqa: F401
+from torchvision_compat import import_torchvision  # noqa: E402
+
+# The IDEFICS image processor's default backend is torchvision: the goldens follow it.
+torchvision = import_torchvision()
+if torchvision is None:
+    raise SystemExit("torchvision is needed: pip install --no-deps --target /tmp/tv torchvision==0.28.0 "
+                     "&& export PYTHONPATH=/tmp/tv")
 
 import transformers
 from transformers import IdeficsImageProcessor, IdeficsImageProcessorPil

@@ -23,25 +23,12 @@ import sys
 import torch
 
 # Image preprocessing uses transformers' default IDEFICS image processor, the torchvision backend
-# (what AutoImageProcessor picks, and what the Swift preprocessing and Tests/Fixtures/images match).
-# torchvision's PyPI wheel for Linux is a CUDA build: next to a CPU-only torch its C extension fails
-# to load and `import torchvision` dies registering fake kernels for detection ops. Resizing does not
-# use those ops, so declare their schemas and import again (same trick as make_image_fixtures.py).
-# Install it privately so other users of the environment are unaffected, e.g.
-#   pip install --no-deps --target /tmp/tv torchvision==0.28.0 && export PYTHONPATH=/tmp/tv
-try:
-    import torchvision  # noqa: F401
-    HAVE_TORCHVISION = True
-except RuntimeError:
-    for _m in [m for m in sys.modules if m.startswith("torchvision")]:
-        del sys.modules[_m]
-    _lib = torch.library.Library("torchvision", "DEF")
-    _lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    import torchvision  # noqa: F401
-    HAVE_TORCHVISION = True
-except ImportError:
-    HAVE_TORCHVISION = False
+# (what AutoImageProcessor picks, and what the Swift preprocessing and Tests/Fixtures/images match);
+# see torchvision_compat.py for installing it.
+from torchvision_compat import import_torchvision  # noqa: E402
+
+torchvision = import_torchvision()
+HAVE_TORCHVISION = torchvision is not None
 
 import argparse  # noqa: E402
 import hashlib  # noqa: E402
