@@ -502,7 +502,7 @@ const ProtobufCMessageDescriptor flamingo__named_tensor__descriptor =
   (ProtobufCMessageInit) flamingo__named_tensor__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flamingo__hello__field_descriptors[4] =
+static const ProtobufCFieldDescriptor flamingo__hello__field_descriptors[5] =
 {
   {
     "world_size",
@@ -552,9 +552,22 @@ static const ProtobufCFieldDescriptor flamingo__hello__field_descriptors[4] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "kernels",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__Hello, kernels),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flamingo__hello__field_indices_by_name[] = {
   2,   /* field[2] = config_hash */
+  4,   /* field[4] = kernels */
   1,   /* field[1] = model_fingerprint */
   3,   /* field[3] = software_version */
   0,   /* field[0] = world_size */
@@ -562,7 +575,7 @@ static const unsigned flamingo__hello__field_indices_by_name[] = {
 static const ProtobufCIntRange flamingo__hello__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor flamingo__hello__descriptor =
 {
@@ -572,7 +585,7 @@ const ProtobufCMessageDescriptor flamingo__hello__descriptor =
   "Flamingo__Hello",
   "flamingo",
   sizeof(Flamingo__Hello),
-  4,
+  5,
   flamingo__hello__field_descriptors,
   flamingo__hello__field_indices_by_name,
   1,  flamingo__hello__number_ranges,

@@ -22,9 +22,18 @@ public struct CPUFeatures: Sendable, CustomStringConvertible {
         self.modelName = model
     }
 
-    public var hasAVX2: Bool { flags.contains("avx2") && flags.contains("fma") }
-    public var hasAVX512: Bool { flags.contains("avx512f") }
-    public var hasAVX512BF16: Bool { flags.contains("avx512_bf16") }
+    /// A CPU described by its /proc/cpuinfo flags (tests of kernel selection).
+    public init(flags: Set<String>, modelName: String = "test") {
+        self.flags = flags
+        self.modelName = modelName
+    }
+
+    /// What the `avx2` kernel family needs: AVX2, FMA and F16C.
+    public var hasAVX2: Bool { flags.isSuperset(of: ["avx2", "fma", "f16c"]) }
+    /// What the `avx512` kernel family needs: AVX-512 F, BW, VL and DQ (Skylake-X, Zen 4 and later).
+    public var hasAVX512: Bool { hasAVX2 && flags.isSuperset(of: ["avx512f", "avx512bw", "avx512vl", "avx512dq"]) }
+    public var hasAVX512BF16: Bool { hasAVX512 && flags.contains("avx512_bf16") }
+    public var hasAVX512VNNI: Bool { hasAVX512 && flags.contains("avx512_vnni") }
     public var hasF16C: Bool { flags.contains("f16c") }
 
     /// The features that matter for our kernels, e.g. "avx2 fma f16c".

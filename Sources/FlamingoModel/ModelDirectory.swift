@@ -32,8 +32,8 @@ public struct ModelDirectory: Sendable {
         config.imageTokenID ?? tokenizer?.tokenID(for: PromptBuilder.imageMarker)
     }
 
-    /// Loads the weights of `parts` (default: all).
-    public func loadModel(parts: ModelParts? = nil) throws -> Flamingo {
-        try Flamingo(config: config, weights: WeightStore(directory: url), parts: parts ?? .all(config))
+    /// Loads the weights of `parts` (default: all); `quantizeMatrices`: int8 at load.
+    public func loadModel(parts: ModelParts? = nil, quantizeMatrices: Bool = false) throws -> Flamingo {
+        try Flamingo(config: config, weights: WeightStore(directory: url, quantizeMatrices: quantizeMatrices), parts: parts ?? .all(config))
     }
 }

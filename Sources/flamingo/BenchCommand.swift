@@ -12,8 +12,11 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Model shape: \(Preset.allCases.map(\.rawValue).joined(separator: ", ")).")
     var preset: String = Preset.bench1b.rawValue
 
-    @Option(help: "Weight dtype: f32, f16 or bf16.")
+    @Option(help: "Weight format of synthetic weights: f32, f16, bf16 or int8 (int8: the language model's matrices).")
     var dtype: String = "bf16"
+
+    @Option(help: "With --model: quantize the language model's weight matrices at load (int8).")
+    var quantize: String?
 
     @Option(help: "Benchmark this checkpoint instead of synthetic weights (e.g. one written by `flamingo synth`).")
     var model: String?
@@ -33,7 +36,10 @@ struct BenchCommand: AsyncParsableCommand {
     func run() async throws {
         try await failing {
             guard let preset = Preset(rawValue: preset) else { throw ValidationError("unknown preset '\(preset)'") }
-            guard let dtype = DType(name: dtype) else { throw ValidationError("unknown dtype '\(dtype)'") }
+            guard let format = WeightFormat(name: dtype) else { throw ValidationError("unknown dtype '\(dtype)'") }
+            if let quantize, WeightFormat(name: quantize) != .int8 { throw ValidationError("--quantize: only int8 is supported") }
+            let quantizeMatrices = format == .int8 || quantize != nil
+            let dtype: DType = format == .int8 ? .bf16 : DType(name: self.dtype)!
             guard promptTokens > images, decodeTokens >= 1 else { throw ValidationError("need prompt-tokens > images and decode-tokens >= 1") }
             ComputeThreads.configure(threads ?? ProcessInfo.processInfo.activeProcessorCount)
             let directory = try model.map { try ModelDirectory(URL(fileURLWithPath: $0)) }
@@ -44,7 +50,8 @@ struct BenchCommand: AsyncParsableCommand {
             let limits = MachineLimits.measure()
             log(directory.map { "loading \($0.url.path)..." } ?? "making \(preset.rawValue) with synthetic \(dtype.rawValue) weights...")
             let made = Date()
-            let weights = try directory.map { try WeightStore(directory: $0.url) } ?? WeightStore(syntheticSeed: 42, dtype: dtype)
+            let weights = try directory.map { try WeightStore(directory: $0.url, quantizeMatrices: quantizeMatrices) }
+                ?? WeightStore(syntheticSeed: 42, dtype: dtype, quantizeMatrices: quantizeMatrices)
             let model = try Flamingo(config: config, weights: weights, parts: .all(config))
             let makeSeconds = Date().timeIntervalSince(made)
 
@@ -82,9 +89,10 @@ struct BenchCommand: AsyncParsableCommand {
             let streamed = Double(bytesPerToken) * decodeTokensPerSecond / 1e9
 
             let result: [String: Any] = [
-                "model": directory?.url.path ?? preset.rawValue, "dtype": model.weights.tensorNames.first.flatMap { model.weights.entry($0)?.dtype.rawValue } ?? dtype.rawValue, "threads": ComputeThreads.count,
+                "model": directory?.url.path ?? preset.rawValue, "dtype": model.language.matrixFormat == .int8 ? "int8" : model.language.matrixDType.rawValue, "threads": ComputeThreads.count,
                 "cpu": CPUFeatures.current.modelName, "cpu_features": CPUFeatures.current.description,
-                "parameters_billion": Double(model.weightBytes / dtype.size) / 1e9,
+                "kernels": KernelTable.active.variants, "kernel_level": KernelTable.active.level.rawValue,
+                "parameters_billion": Double(model.weights.takenParameterCount) / 1e9,
                 "weight_bytes": model.weightBytes, "make_weights_seconds": makeSeconds,
                 "images": images, "vision_seconds": visionSeconds,
                 "prompt_tokens": promptTokens, "prefill_seconds": prefillSeconds,

@@ -3,12 +3,26 @@ import FlamingoCore
 import Foundation
 
 @main
+enum Main {
+    /// Chooses the kernels before any command runs: a `FLAMINGO_KERNELS` this CPU cannot honour is
+    /// one clear error, never a silent fallback.
+    static func main() async {
+        do {
+            try KernelTable.configureFromEnvironment(ProcessInfo.processInfo.environment)
+        } catch {
+            FileHandle.standardError.write(Data("error: \(error)\n".utf8))
+            exit(1)
+        }
+        await FlamingoCommand.main()
+    }
+}
+
 struct FlamingoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flamingo",
         abstract: "Flamingo visual language model inference, in one process or pipelined across MPI ranks.",
         subcommands: [GenerateCommand.self, ServeCommand.self, PlanCommand.self, EvalCommand.self, InfoCommand.self, BenchCommand.self,
-                      SynthCommand.self]
+                      SynthCommand.self, QuantizeCommand.self]
     )
 }
 
@@ -19,6 +33,16 @@ struct ModelOptions: ParsableArguments {
 
     @Option(name: .long, help: "Compute threads for this process (default: all cores).")
     var threads: Int?
+
+    @Option(name: .long, help: "Quantize the language model's weight matrices at load: int8 (as `flamingo quantize` would, in memory).")
+    var quantize: String?
+
+    /// `--quantize int8` (anything else is an error).
+    func quantizeMatrices() throws -> Bool {
+        guard let quantize else { return false }
+        guard WeightFormat(name: quantize) == .int8 else { throw ValidationError("--quantize: only int8 is supported, got '\(quantize)'") }
+        return true
+    }
 
     var modelURL: URL {
         URL(fileURLWithPath: model ?? ProcessInfo.processInfo.environment["FLAMINGO_MODEL"] ?? "models/demo")

@@ -43,6 +43,8 @@ struct InfoCommand: AsyncParsableCommand {
                 "tokenizer": directory.tokenizer.map { ["vocabulary_size": $0.vocabularySize] as [String: Any] } ?? NSNull(),
                 "cpu": CPUFeatures.current.modelName,
                 "cpu_features": CPUFeatures.current.description,
+                "kernels": KernelTable.active.variants,
+                "kernel_level": KernelTable.active.level.rawValue,
             ]
             if json {
                 let data = try JSONSerialization.data(withJSONObject: info, options: [.sortedKeys, .prettyPrinted])
@@ -63,6 +65,7 @@ struct InfoCommand: AsyncParsableCommand {
             print("image token  \(directory.imageTokenID.map(String.init) ?? "none")")
             print("tokenizer    \(directory.tokenizer.map { "\($0.vocabularySize) ids" } ?? "none (use --input-ids)")")
             print("cpu          \(CPUFeatures.current.modelName): \(CPUFeatures.current.description)")
+            print("kernels      \(KernelTable.active.summary) (level \(KernelTable.active.level.rawValue); FLAMINGO_KERNELS=portable|avx2|avx512|best)")
         }
     }
 }

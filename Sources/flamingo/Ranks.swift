@@ -33,8 +33,9 @@ struct PipelineCommandOptions: ParsableArguments {
         if let n = microbatches, n < 1 { throw ValidationError("--microbatches must be at least 1") }
     }
 
-    var pipeline: PipelineOptions {
+    func pipeline(_ modelOptions: ModelOptions) throws -> PipelineOptions {
         var o = PipelineOptions()
+        o.quantizeMatrices = try modelOptions.quantizeMatrices()
         o.visionOwnRank = visionOwnRank
         o.microbatches = microbatches
         o.batchSize = batchSize
@@ -81,7 +82,7 @@ func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
         var requests: [GenerationRequest] = []
         let progress = Progress(enabled: transport.rank == 0 && isatty(2) != 0)
         let result = try PipelineRuntime.run(
-            transport: transport, directory: directory, options: pipelineOptions.pipeline,
+            transport: transport, directory: directory, options: try pipelineOptions.pipeline(modelOptions),
             collectStats: pipelineOptions.stats || pipelineOptions.statsJSON != nil,
             progress: { progress.update("loading \(directory.url.lastPathComponent): \($0)") }
         ) {
@@ -116,7 +117,7 @@ func runServing(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
         let directory = try ModelDirectory(modelOptions.modelURL)
         let progress = Progress(enabled: transport.rank == 0 && isatty(2) != 0)
         try await PipelineRuntime.serve(
-            transport: transport, directory: directory, options: pipelineOptions.pipeline, maxQueued: maxQueued,
+            transport: transport, directory: directory, options: try pipelineOptions.pipeline(modelOptions), maxQueued: maxQueued,
             progress: { progress.update("loading \(directory.url.lastPathComponent): \($0)") }
         ) { engine in
             progress.finish()

@@ -15,6 +15,20 @@ struct GoldenCase: Decodable {
 
 struct GoldenFile: Decodable {
     let cases: [GoldenCase]
+    let tolerance: Tolerance
+
+    /// 1e-3 for f32 numerics; the fixture says how much more for bf16 activations.
+    struct Tolerance: Decodable {
+        let max_abs_logit_diff: Float?
+        let f32_max_abs_logit_diff: Float?
+        var logits: Float { max_abs_logit_diff ?? f32_max_abs_logit_diff ?? 1e-3 }
+    }
+}
+
+func goldenFile(_ fixture: String) -> GoldenFile? {
+    let dir = CLI.models.appendingPathComponent(fixture)
+    guard let data = try? Data(contentsOf: dir.appendingPathComponent("golden.json")) else { return nil }
+    return try? JSONDecoder().decode(GoldenFile.self, from: data)
 }
 
 /// Every case of every fixture (the goldens' pixels come from transformers' default torchvision
@@ -23,14 +37,27 @@ func allCases() -> [(String, GoldenCase)] {
     let names = ((try? FileManager.default.contentsOfDirectory(atPath: CLI.models.path)) ?? []).sorted()
     var result: [(String, GoldenCase)] = []
     for name in names {
-        let dir = CLI.models.appendingPathComponent(name)
-        guard let data = try? Data(contentsOf: dir.appendingPathComponent("golden.json")),
-              let golden = try? JSONDecoder().decode(GoldenFile.self, from: data) else { continue }
+        guard let golden = goldenFile(name) else { continue }
         for c in golden.cases {
             result.append((name, c))
         }
     }
     return result
+}
+
+/// The kernel levels this CPU can run (from /proc/cpuinfo, as the binary decides), and why the
+/// others cannot.
+func kernelLevelAvailability() -> [String: String?] {
+    let info = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
+    let line = info.split(separator: "\n").first { $0.hasPrefix("flags") } ?? ""
+    let flags = Set(line.split(separator: " ").map(String.init))
+    let avx2: Set<String> = ["avx2", "fma", "f16c"]
+    let avx512 = avx2.union(["avx512f", "avx512bw", "avx512vl", "avx512dq"])
+    return [
+        "portable": nil,
+        "avx2": flags.isSuperset(of: avx2) ? nil : "CPU lacks \(avx2.subtracting(flags).sorted())",
+        "avx512": flags.isSuperset(of: avx512) ? nil : "CPU lacks \(avx512.subtracting(flags).sorted())",
+    ]
 }
 
 struct GenerateOutput: Decodable {
@@ -49,8 +76,16 @@ func readNPY(_ url: URL) throws -> [Float] {
     }
 }
 
-@Test(arguments: [false, true])
-func generateMatchesGoldens(useInputIDs: Bool) throws {
+/// Text prompts with the best kernels; raw ids under every kernel level the CPU has (each level's
+/// variants against the same goldens). A level the CPU lacks must be refused with a clear error.
+@Test(arguments: [(false, "best"), (true, "portable"), (true, "avx2"), (true, "avx512")])
+func generateMatchesGoldens(useInputIDs: Bool, kernels: String) throws {
+    if let reason = kernelLevelAvailability()[kernels] ?? nil {
+        print("FLAMINGO_KERNELS=\(kernels): skipped, \(reason); checking it is refused")
+        let r = try CLI.run(["generate", "--input-ids", "1,2"], environment: ["FLAMINGO_KERNELS": kernels])
+        #expect(r.status != 0 && r.stderr.contains("FLAMINGO_KERNELS=\(kernels)"), "\(r.stderr)")
+        return
+    }
     let cases = allCases()
     #expect(cases.count >= 30)
     for (fixture, c) in cases {
@@ -61,7 +96,7 @@ func generateMatchesGoldens(useInputIDs: Bool) throws {
                     "--dump-logits", logits.path, "--threads", "1"]
         args += useInputIDs ? ["--input-ids", c.input_ids.map(String.init).joined(separator: ",")] : ["--prompt", c.prompt]
         for image in c.images { args += ["--image", dir.appendingPathComponent(image).standardized.path] }
-        let r = try CLI.run(args)
+        let r = try CLI.run(args, environment: ["FLAMINGO_KERNELS": kernels])
         #expect(r.status == 0, "\(fixture)/\(c.name): \(r.stderr)")
         guard r.status == 0 else { continue }
         let out = try JSONDecoder().decode(GenerateOutput.self, from: Data(r.stdout.utf8))
@@ -71,7 +106,8 @@ func generateMatchesGoldens(useInputIDs: Bool) throws {
         let got = try readNPY(logits)
         #expect(got.count == expected.count)
         let diff = zip(got, expected).map { abs($0 - $1) }.max() ?? .infinity
-        #expect(diff <= 1e-3, "\(fixture)/\(c.name): max |logit diff| \(diff)")
+        let tolerance = goldenFile(fixture)?.tolerance.logits ?? 1e-3
+        #expect(diff <= tolerance, "\(fixture)/\(c.name) [\(kernels)]: max |logit diff| \(diff)")
     }
 }
 

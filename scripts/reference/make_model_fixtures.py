@@ -16,7 +16,10 @@ re-drawn from that seed (still covering the same feature of the name), so the ch
 genuinely unseen.
 
 Goldens are always computed from the checkpoint re-loaded from disk with
-from_pretrained(..., dtype=float32), i.e. bf16 checkpoints are upcast to f32 and run in f32.
+from_pretrained(..., dtype=float32), i.e. bf16 checkpoints are upcast to f32 and run in f32, with
+one rule for bf16 checkpoints: the input of every linear layer (and of the patch convolution) is
+rounded to bf16 first, as our bf16 kernels, torch's bf16 matmuls and llama.cpp do (DESIGN.md
+"Numerics"); products and sums stay f32.
 """
 import sys
 
@@ -72,6 +75,11 @@ ADDITIONAL_VOCAB = 2      # <fake_token_around_image> = 640, <image> = 641
 FAKE, IMAGE = "<fake_token_around_image>", "<image>"
 MAX_NEW_TOKENS = 8
 MIN_TOP2_GAP = 2e-3       # reseed if any golden position has two top logits closer than this
+# bf16 activations make correct implementations differ by up to ~2e-2 in logits (a one-ulp bf16 flip
+# of one activation is 2^-8 relative): their greedy tokens must not hang on a closer race, and
+# their logits are compared with a tolerance of that size.
+MIN_TOP2_GAP_BF16 = 4e-2
+BF16_MAX_ABS_LOGIT_DIFF = 5e-2
 
 # ---------------------------------------------------------------------------------------------
 # Fixture configurations (seed 0). LM heads are always 4. vision: CLIP-style, 2 layers.
@@ -321,7 +329,7 @@ def top2_gap(logits):
 
 
 @torch.no_grad()
-def run_case(model, inputs):
+def run_case(model, inputs, tolerance=1e-4):
     ids = torch.tensor([inputs["input_ids"]])
     pv = inputs["pixel_values"][None]
     iam = inputs["image_attention_mask"]
@@ -334,7 +342,8 @@ def run_case(model, inputs):
     new = gen.sequences[0, ids.shape[1]:].tolist()
     step_logits = [l[0].float() for l in gen.logits]
     assert len(step_logits) == len(new)
-    if (step_logits[0] - last).abs().max() > 1e-4:
+    spread = float((step_logits[0] - last).abs().max())
+    if spread > tolerance:
         raise AssertionError("generate's first-step logits differ from forward: %g" % (step_logits[0] - last).abs().max())
 
     # Independent check of the decode path: no KV cache, full forward each step, image attention
@@ -343,14 +352,25 @@ def run_case(model, inputs):
     m = iam
     for step, tokid in enumerate(new):
         o = model(input_ids=seq, pixel_values=pv, image_attention_mask=m, use_cache=False).logits[0, -1].float()
-        if int(o.argmax()) != tokid or (o - step_logits[step]).abs().max() > 1e-4:
+        spread = max(spread, float((o - step_logits[step]).abs().max()))
+        if int(o.argmax()) != tokid or (o - step_logits[step]).abs().max() > tolerance:
             raise AssertionError("uncached decode disagrees with generate at step %d" % step)
         seq = torch.cat([seq, torch.tensor([[tokid]])], 1)
         m = torch.cat([m, m[:, -1:]], 1)
     gaps = [top2_gap(last)] + [top2_gap(l) for l in step_logits]
     return dict(last_logits=last.numpy().astype(np.float32), greedy=new,
-                greedy_logit_values=[float(step_logits[i][t]) for i, t in enumerate(new)],
+                greedy_logit_values=[float(step_logits[i][t]) for i, t in enumerate(new)], self_spread=spread,
                 min_gap=min(gaps))
+
+
+def round_linear_inputs_to_bf16(model):
+    """The numerics of bf16 weights in our kernels: each nn.Linear / nn.Conv2d sees its input rounded
+    to bf16 (round to nearest even), then computes in f32."""
+    def hook(_module, args):
+        return (args[0].to(torch.bfloat16).to(torch.float32),) + tuple(args[1:])
+    for m in model.modules():
+        if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d)):
+            m.register_forward_pre_hook(hook)
 
 
 def save_model(model, spec, fdir):
@@ -411,7 +431,7 @@ def config_summary(cfg, spec, fdir):
 
 def build_fixture(name, spec, out_dir, seed, img_paths, img_rel, tok_src):
     fdir = os.path.join(out_dir, name)
-    for attempt in range(50):
+    for attempt in range(400):
         init_seed = int(hashlib.sha256(("%s/%d/%d" % (name, seed, attempt)).encode()).hexdigest()[:8], 16)
         if os.path.isdir(fdir):
             shutil.rmtree(fdir)
@@ -432,6 +452,8 @@ def build_fixture(name, spec, out_dir, seed, img_paths, img_rel, tok_src):
         # --- reload everything from disk, the way a user would ---
         model = IdeficsForVisionText2Text.from_pretrained(fdir, dtype=torch.float32, attn_implementation="eager")
         model.eval()
+        if spec.get("dtype") == "bfloat16":
+            round_linear_inputs_to_bf16(model)
         image_processor = AutoImageProcessor.from_pretrained(fdir)
         hf_tok = PreTrainedTokenizerFast.from_pretrained(fdir)
         processor = IdeficsProcessor(image_processor, hf_tok, image_size=cfg.vision_config.image_size)
@@ -440,8 +462,11 @@ def build_fixture(name, spec, out_dir, seed, img_paths, img_rel, tok_src):
         cases, ok = [], True
         for cname, about, pieces in CASES:
             inp = build_inputs(pieces, tok, processor, img_paths)
-            res = run_case(model, inp)
-            why = ("top-2 gap %.2g" % res["min_gap"] if res["min_gap"] < MIN_TOP2_GAP else
+            # Rounding linear inputs to bf16 turns f32 summation-order noise between the cached
+            # and uncached paths into occasional one-ulp bf16 differences: a looser self-check.
+            res = run_case(model, inp, tolerance=3e-2 if spec.get("dtype") == "bfloat16" else 1e-4)
+            min_gap = MIN_TOP2_GAP_BF16 if spec.get("dtype") == "bfloat16" else MIN_TOP2_GAP
+            why = ("top-2 gap %.2g" % res["min_gap"] if res["min_gap"] < min_gap else
                    "greedy token in additional vocab" if any(t >= cfg.vocab_size for t in res["greedy"]) else
                    "constant greedy output" if len(set(res["greedy"])) < 2 else None)
             if why is None and 2 in res["greedy"] and not spec.get("want_eos"):
@@ -491,7 +516,8 @@ def build_fixture(name, spec, out_dir, seed, img_paths, img_rel, tok_src):
         })
     golden = {
         "about": "Goldens for a tiny random IDEFICS checkpoint, computed by transformers in float32 from the "
-                 "weights in this directory (bf16 weights upcast to f32). See scripts/reference/README.md.",
+                 "weights in this directory (bf16 weights upcast to f32, linear inputs rounded to bf16). "
+                 "See scripts/reference/README.md.",
         "generator": {
             "script": "scripts/reference/make_model_fixtures.py",
             "seed": seed, "init_seed": init_seed,
@@ -506,7 +532,12 @@ def build_fixture(name, spec, out_dir, seed, img_paths, img_rel, tok_src):
         "config_summary": config_summary(cfg, spec, fdir),
         "token_ids": {"bos": 1, "eos": 2, "pad": 0, "unk": 0, FAKE: tok.token_to_id(FAKE),
                       IMAGE: tok.token_to_id(IMAGE)},
-        "tolerance": {"f32_max_abs_logit_diff": 1e-3, "greedy_tokens": "identical"},
+        "tolerance": ({"max_abs_logit_diff": BF16_MAX_ABS_LOGIT_DIFF, "greedy_tokens": "identical",
+                       "why": "bf16 weights: linear inputs are rounded to bf16, so f32 summation-order "
+                              "differences can flip single activations by one bf16 ulp; torch's own cached "
+                              "and uncached paths differ here by up to %.3g" % max(c[4]["self_spread"] for c in cases)}
+                      if spec.get("dtype") == "bfloat16" else
+                      {"max_abs_logit_diff": 1e-3, "greedy_tokens": "identical"}),
         "cases": golden_cases,
     }
     with open(os.path.join(fdir, "golden.json"), "w", encoding="utf-8") as f:

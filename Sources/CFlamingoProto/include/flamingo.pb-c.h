@@ -172,10 +172,15 @@ struct  Flamingo__Hello
    * Free-form build description, for error messages only.
    */
   char *software_version;
+  /*
+   * The matmul kernel family per weight dtype this rank runs ("f32=avx512 ... q8=avx512_vnni").
+   * Ranks on different families give (slightly) different numbers: rank 0 warns.
+   */
+  char *kernels;
 };
 #define FLAMINGO__HELLO__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flamingo__hello__descriptor) \
-    , 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string }
+    , 0, (char *)protobuf_c_empty_string, 0, (char *)protobuf_c_empty_string, (char *)protobuf_c_empty_string }
 
 
 /*

@@ -14,6 +14,8 @@ public struct PipelineOptions: Sendable {
     public var memoryPerRank: Int?
     /// How long to wait for a peer's first message after start (model loading included).
     public var startupTimeout: Duration = .seconds(600)
+    /// Quantize the language model's weight matrices to int8 at load (`--quantize int8`).
+    public var quantizeMatrices = false
     public init() {}
 }
 
@@ -121,7 +123,7 @@ public enum PipelineRuntime {
                         progress: @escaping (String) -> Void) throws -> Setup {
         let started = ContinuousClock.now
         let config = directory.config
-        let weights = try WeightStore(directory: directory.url)
+        let weights = try WeightStore(directory: directory.url, quantizeMatrices: options.quantizeMatrices)
         let storedType = weights.tensorNames.first.flatMap { weights.entry($0)?.dtype } ?? .f32
         let shape = ModelShape(config: config, dtype: storedType, name: directory.url.lastPathComponent)
         // Every rank computes the same plan from the same inputs; HELLO checks they agree.
@@ -135,7 +137,8 @@ public enum PipelineRuntime {
         if transport.rank != 0 {
             try transport.send(Message(kind: .hello, hello: .init(worldSize: UInt32(transport.worldSize),
                                                                   modelFingerprint: fingerprint.tensors,
-                                                                  configHash: fingerprint.config)), to: 0)
+                                                                  configHash: fingerprint.config,
+                                                                  kernels: KernelTable.active.summary)), to: 0)
         }
         return Setup(plan: plan, worker: StageWorker(assignment: assignment, plan: plan, model: model),
                      fingerprint: fingerprint, started: started)
@@ -198,9 +201,19 @@ public enum PipelineRuntime {
         }
     }
 
-    /// Rank 0 waits for every other rank's HELLO and checks they loaded the same model.
+    /// Rank 0 waits for every other rank's HELLO and checks they loaded the same model. Ranks on
+    /// different kernel families (a mixed cluster) work, but their numbers differ slightly from a
+    /// one-process run: that is a warning on stderr, naming the ranks.
     static func awaitHellos(transport: StageTransport, fingerprint: Fingerprint, timeout: Duration) throws {
         var pending = Set(1..<max(1, transport.worldSize))
+        let ownKernels = KernelTable.active.summary
+        var otherKernels: [Int: String] = [:]
+        defer {
+            if !otherKernels.isEmpty {
+                let lines = otherKernels.sorted { $0.key < $1.key }.map { "rank \($0.key): \($0.value)" }.joined(separator: "; ")
+                FileHandle.standardError.write(Data("warning: mixed cluster: rank 0 runs kernels \(ownKernels), but \(lines); results can differ slightly from one process (set FLAMINGO_KERNELS to one level on every rank to match)\n".utf8))
+            }
+        }
         let deadline = ContinuousClock.now + timeout
         while !pending.isEmpty {
             guard ContinuousClock.now < deadline else {
@@ -220,6 +233,7 @@ public enum PipelineRuntime {
                 if hello.modelFingerprint != fingerprint.tensors {
                     throw PipelineError.mismatchedPeer(rank: rank, reason: "its checkpoint has different tensors")
                 }
+                if hello.kernels != ownKernels { otherKernels[rank] = hello.kernels }
                 pending.remove(rank)
             case .error:
                 throw PipelineError.stageFailed(rank: rank, message: m.errorMessage)

@@ -39,6 +39,7 @@ extension DType {
         case .f32: 1
         case .bf16: 2
         case .f16: 3
+        case .i8: preconditionFailure("int8 weight values never travel between ranks")
         }
     }
 
@@ -144,12 +145,16 @@ extension Message {
         public var configHash: UInt64
         /// Free-form build description, for error messages only.
         public var softwareVersion: String
+        /// The rank's kernel family per weight dtype (`KernelTable.summary`).
+        public var kernels: String
 
-        public init(worldSize: UInt32, modelFingerprint: String, configHash: UInt64, softwareVersion: String = "") {
+        public init(worldSize: UInt32, modelFingerprint: String, configHash: UInt64, softwareVersion: String = "",
+                    kernels: String = "") {
             self.worldSize = worldSize
             self.modelFingerprint = modelFingerprint
             self.configHash = configHash
             self.softwareVersion = softwareVersion
+            self.kernels = kernels
         }
     }
 

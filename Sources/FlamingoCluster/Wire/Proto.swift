@@ -74,6 +74,7 @@ enum Proto {
             c.pointee.model_fingerprint = memory.string(hello.modelFingerprint)
             c.pointee.config_hash = hello.configHash
             c.pointee.software_version = memory.string(hello.softwareVersion)
+            c.pointee.kernels = memory.string(hello.kernels)
             envelope.hello = c
         }
         if let stats = message.stats {
@@ -256,7 +257,8 @@ enum Proto {
                 worldSize: h.world_size,
                 modelFingerprint: try string(h.model_fingerprint, field: "hello.model_fingerprint"),
                 configHash: h.config_hash,
-                softwareVersion: try string(h.software_version, field: "hello.software_version"))
+                softwareVersion: try string(h.software_version, field: "hello.software_version"),
+                kernels: try string(h.kernels, field: "hello.kernels"))
         }
         if let p = e.plan?.pointee {
             var stages: [Message.Stage] = []

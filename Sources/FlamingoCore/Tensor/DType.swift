@@ -3,16 +3,20 @@ public enum DType: String, Sendable, CaseIterable, Codable {
     case f32 = "F32"
     case f16 = "F16"
     case bf16 = "BF16"
+    /// The values of q8 block-quantized weights (their scales are an F16 tensor beside them).
+    case i8 = "I8"
 
     /// Bytes per element.
     public var size: Int {
         switch self {
         case .f32: 4
         case .f16, .bf16: 2
+        case .i8: 1
         }
     }
 
-    /// Parses the dtype names used by safetensors headers and the command line (`f32`, `bfloat16`, ...).
+    /// Parses the float dtype names of the command line (`f32`, `bfloat16`, ...); int8 weights are a
+    /// `WeightFormat`, not a dtype.
     public init?(name: String) {
         switch name.lowercased() {
         case "f32", "float32", "float": self = .f32

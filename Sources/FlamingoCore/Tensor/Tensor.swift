@@ -133,12 +133,32 @@ public struct Tensor: @unchecked Sendable {
         if dtype == .f32 { return self }
         var out = Tensor(zeros: shape)
         withUnsafeRawBytes { raw in
-            let src = raw.bindMemory(to: UInt16.self)
+            let halves = raw.bindMemory(to: UInt16.self)
             out.withMutableFloats { dst in
                 switch dtype {
-                case .bf16: for i in 0..<dst.count { dst[i] = bf16ToFloat(src[i]) }
-                case .f16: for i in 0..<dst.count { dst[i] = f16ToFloat(src[i]) }
+                case .bf16: for i in 0..<dst.count { dst[i] = bf16ToFloat(halves[i]) }
+                case .f16: for i in 0..<dst.count { dst[i] = f16ToFloat(halves[i]) }
+                case .i8:
+                    let bytes = raw.bindMemory(to: Int8.self)
+                    for i in 0..<dst.count { dst[i] = Float(bytes[i]) }
                 case .f32: break
+                }
+            }
+        }
+        return out
+    }
+
+    /// The elements in another float dtype (round to nearest even when narrowing).
+    public func converted(to target: DType) -> Tensor {
+        precondition(target != .i8, "int8 needs scales: use WeightMatrix.quantizedInt8")
+        let f32 = toF32()
+        if target == .f32 { return f32 }
+        var out = Tensor(zeros: shape, dtype: target)
+        f32.withFloats { src in
+            out.withUnsafeMutableRawBytes { raw in
+                let dst = raw.bindMemory(to: UInt16.self)
+                for i in 0..<src.count {
+                    dst[i] = target == .bf16 ? floatToBF16(src[i]) : Float16(src[i]).bitPattern
                 }
             }
         }

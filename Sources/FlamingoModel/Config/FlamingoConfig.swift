@@ -16,6 +16,38 @@ public struct FlamingoConfig: Codable, Sendable, Equatable {
     public var useResampler: Bool
     /// `image_token_id` when config.json states it; else the tokenizer's `<image>`.
     public var imageTokenID: Int?
+    /// `quantization_config` of a directory written by `flamingo quantize --dtype int8`.
+    public var quantization: Quantization?
+
+    /// How `flamingo quantize --dtype int8` stored the language model's weight matrices: each as
+    /// `<name>.q8` (I8 [N, K]) + `<name>.q8_scale` (F16 [N, ceil(K/32)]), value = q · scale
+    /// per block of 32 along K (DESIGN.md, README "int8 weights").
+    public struct Quantization: Codable, Sendable, Equatable {
+        public static let method = "flamingo_int8"
+        public var method = Quantization.method
+        public var blockSize = 32
+        public var scaleDType = "F16"
+        /// Tensor name prefixes whose `.weight` matrices are int8 (`WeightMap.isQuantizable`).
+        public var modules: [String] = []
+
+        public init(modules: [String]) { self.modules = modules }
+
+        enum CodingKeys: String, CodingKey {
+            case method = "quant_method", blockSize = "block_size", scaleDType = "scale_dtype", modules
+        }
+
+        public init(from decoder: any Decoder) throws {
+            let c = try decoder.container(keyedBy: CodingKeys.self)
+            method = try c.decodeIfPresent(String.self, forKey: .method) ?? ""
+            blockSize = try c.decodeIfPresent(Int.self, forKey: .blockSize) ?? 0
+            scaleDType = try c.decodeIfPresent(String.self, forKey: .scaleDType) ?? "F16"
+            modules = try c.decodeIfPresent([String].self, forKey: .modules) ?? []
+            guard method == Quantization.method, blockSize == 32, scaleDType == "F16" else {
+                throw ConfigError.invalid(key: "quantization_config", reason:
+                    "unsupported quantization (quant_method '\(method)', block_size \(blockSize), scale_dtype \(scaleDType)); this build reads \(Quantization.method) with block_size 32 and F16 scales")
+            }
+        }
+    }
 
     /// The language model (LLaMA in IDEFICS).
     public struct Text: Codable, Sendable, Equatable {
@@ -113,6 +145,7 @@ extension FlamingoConfig {
         case useResampler = "use_resampler", imageTokenID = "image_token_id"
         case alphaType = "alpha_type"
         case visionConfig = "vision_config", perceiverConfig = "perceiver_config"
+        case quantization = "quantization_config"
     }
 
     private enum VisionKeys: String, CodingKey {
@@ -213,6 +246,7 @@ extension FlamingoConfig {
         qkLayerNorms = try c.decodeIfPresent(Bool.self, forKey: .qkLayerNorms) ?? false
         useResampler = try c.decodeIfPresent(Bool.self, forKey: .useResampler) ?? false
         imageTokenID = try c.decodeIfPresent(Int.self, forKey: .imageTokenID)
+        quantization = try c.decodeIfPresent(Quantization.self, forKey: .quantization)
 
         let v = try c.nestedContainer(keyedBy: VisionKeys.self, forKey: .visionConfig)
         let visionWidth = try v.decodeIfPresent(Int.self, forKey: .embedDim) ?? v.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? 768
@@ -268,6 +302,7 @@ extension FlamingoConfig {
         try c.encode(qkLayerNorms, forKey: .qkLayerNorms)
         try c.encode(useResampler, forKey: .useResampler)
         try c.encodeIfPresent(imageTokenID, forKey: .imageTokenID)
+        try c.encodeIfPresent(quantization, forKey: .quantization)
         var v = c.nestedContainer(keyedBy: VisionKeys.self, forKey: .visionConfig)
         try v.encode(vision.hiddenSize, forKey: .embedDim)
         try v.encode(vision.imageSize, forKey: .imageSize)

@@ -79,14 +79,6 @@ public struct OutputHead: Sendable {
     }
 }
 
-extension Linear {
-    /// A bias-free layer over an existing weight (tied embeddings).
-    init(weight: Tensor) {
-        self.weight = weight
-        self.bias = nil
-    }
-}
-
 /// The language model restricted to a range of decoder layers, with the gated cross-attention
 /// blocks that run before those layers. A single process owns `0..<layerCount`; a pipeline
 /// stage owns a sub-range. Same code either way.
@@ -117,6 +109,11 @@ public struct LanguageModel: Sendable {
     public var weightBytesPerToken: Int {
         layers.reduce(0) { $0 + $1.weightBytes } + crossAttentionBlocks.values.reduce(0) { $0 + $1.weightBytesPerToken }
     }
+
+    /// How the owned layers' weight matrices are stored (the first layer's, f32 without layers).
+    public var matrixFormat: WeightFormat { layers.first?.selfAttention.q.weight.format ?? .f32 }
+    /// The stored dtype of those matrices' values (I8 for int8).
+    public var matrixDType: DType { layers.first?.selfAttention.q.weight.values.dtype ?? .f32 }
 
     /// True when some owned layer has a gated cross-attention block before it (needs visual tokens).
     public var crossAttends: Bool { !crossAttentionBlocks.isEmpty }

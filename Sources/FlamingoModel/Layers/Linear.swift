@@ -1,17 +1,23 @@
 import FlamingoCore
 
-/// y = x·Wᵀ (+ b), W [out, in] in its stored dtype.
+/// y = x·Wᵀ (+ b), W [out, in] in its stored format (f32, f16, bf16 or int8 blocks).
 public struct Linear: Sendable {
-    public let weight: Tensor
+    public let weight: WeightMatrix
     public let bias: Tensor?
 
-    public var inFeatures: Int { weight.dim(1) }
-    public var outFeatures: Int { weight.dim(0) }
+    public var inFeatures: Int { weight.columns }
+    public var outFeatures: Int { weight.rows }
 
     /// Reads `<key>.weight` (and `<key>.bias` when `bias`) from `w`.
     public init(_ w: WeightScope, _ key: String, in inFeatures: Int, out outFeatures: Int, bias: Bool = false) throws {
-        weight = try w.take(key + ".weight", shape: [outFeatures, inFeatures])
+        weight = try w.takeMatrix(key + ".weight", rows: outFeatures, columns: inFeatures)
         self.bias = bias ? try w.take(key + ".bias", shape: [outFeatures]) : nil
+    }
+
+    /// A bias-free layer over an existing weight (tied embeddings).
+    init(weight: Tensor) {
+        self.weight = WeightMatrix(weight)
+        self.bias = nil
     }
 
     /// x: [T, in] → [T, out]

@@ -15,6 +15,8 @@ public enum ModelLoadError: Error, LocalizedError, Equatable {
     case shapeMismatch(name: String, expected: [Int], got: [Int])
     case unexpectedTensors(names: [String])
     case badIndex(file: String, reason: String)
+    case wrongDType(name: String, expected: String, got: DType)
+    case quantization(name: String, reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -24,13 +26,15 @@ public enum ModelLoadError: Error, LocalizedError, Equatable {
         case .truncated(let file, let tensor, let needed, let available):
             "\(file): truncated: tensor '\(tensor)' needs bytes up to \(needed) but the data section has \(available)"
         case .unknownDType(let file, let tensor, let dtype):
-            "\(file): tensor '\(tensor)' has unsupported dtype '\(dtype)' (supported: F32, F16, BF16)"
+            "\(file): tensor '\(tensor)' has unsupported dtype '\(dtype)' (supported: F32, F16, BF16, I8)"
         case .missingTensor(let name, let searched): "missing tensor '\(name)' (searched \(searched))"
         case .shapeMismatch(let name, let expected, let got):
             "tensor '\(name)' has wrong shape: expected \(expected), got \(got)"
         case .unexpectedTensors(let names):
             "checkpoint has \(names.count) tensor(s) the model does not use: \(names.prefix(5).joined(separator: ", "))\(names.count > 5 ? ", ..." : "")"
         case .badIndex(let file, let reason): "\(file): \(reason)"
+        case .wrongDType(let name, let expected, let got): "tensor '\(name)' has dtype \(got.rawValue), expected \(expected)"
+        case .quantization(let name, let reason): "cannot quantize '\(name)': \(reason)"
         }
     }
 }

@@ -4,27 +4,50 @@ import Foundation
 /// Writes tensors as safetensors: one file, or shards of at most `maxShardBytes` with a
 /// `model.safetensors.index.json`, the way transformers' `save_pretrained` lays them out.
 public enum SafetensorsWriter {
+    /// What a tensor will be, before it is made (headers are written first).
+    public struct Entry: Sendable {
+        public var name: String
+        public var dtype: DType
+        public var shape: [Int]
+        public var byteCount: Int { shape.reduce(1, *) * dtype.size }
+
+        public init(name: String, dtype: DType, shape: [Int]) {
+            self.name = name
+            self.dtype = dtype
+            self.shape = shape
+        }
+    }
+
     public static func write(_ tensors: [(name: String, tensor: Tensor)], to directory: URL, maxShardBytes: Int = 2 << 30) throws {
-        var shards: [[(name: String, tensor: Tensor)]] = [[]]
+        let byName = Dictionary(uniqueKeysWithValues: tensors.map { ($0.name, $0.tensor) })
+        try write(entries: tensors.map { Entry(name: $0.name, dtype: $0.tensor.dtype, shape: $0.tensor.shape) },
+                  to: directory, maxShardBytes: maxShardBytes) { byName[$0.name]! }
+    }
+
+    /// Streams tensors to disk one at a time: `make(entry)` is asked for each tensor in order, just
+    /// before it is written, so memory holds one tensor, not the checkpoint (quantizing 160 GB).
+    public static func write(entries: [Entry], to directory: URL, maxShardBytes: Int = 2 << 30,
+                             make: (Entry) throws -> Tensor) throws {
+        var shards: [[Entry]] = [[]]
         var size = 0
-        for item in tensors {
-            if size + item.tensor.byteCount > maxShardBytes && !shards[shards.count - 1].isEmpty {
+        for entry in entries {
+            if size + entry.byteCount > maxShardBytes && !shards[shards.count - 1].isEmpty {
                 shards.append([])
                 size = 0
             }
-            shards[shards.count - 1].append(item)
-            size += item.tensor.byteCount
+            shards[shards.count - 1].append(entry)
+            size += entry.byteCount
         }
         if shards.count == 1 {
-            try writeFile(shards[0], to: directory.appendingPathComponent(WeightStore.singleFileName))
+            try writeFile(shards[0], to: directory.appendingPathComponent(WeightStore.singleFileName), make: make)
             return
         }
         var weightMap: [String: String] = [:]
         var total = 0
         for (i, shard) in shards.enumerated() {
             let name = String(format: "model-%05d-of-%05d.safetensors", i + 1, shards.count)
-            try writeFile(shard, to: directory.appendingPathComponent(name))
-            for item in shard { weightMap[item.name] = name; total += item.tensor.byteCount }
+            try writeFile(shard, to: directory.appendingPathComponent(name), make: make)
+            for entry in shard { weightMap[entry.name] = name; total += entry.byteCount }
         }
         let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
         try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
@@ -32,13 +55,13 @@ public enum SafetensorsWriter {
     }
 
     /// One file: u64 header length, JSON header padded to 8 bytes, data.
-    public static func writeFile(_ tensors: [(name: String, tensor: Tensor)], to url: URL) throws {
+    static func writeFile(_ entries: [Entry], to url: URL, make: (Entry) throws -> Tensor) throws {
         var header: [String: Any] = ["__metadata__": ["format": "pt"]]
         var offset = 0
-        for item in tensors {
-            header[item.name] = ["dtype": item.tensor.dtype.rawValue, "shape": item.tensor.shape,
-                                 "data_offsets": [offset, offset + item.tensor.byteCount]]
-            offset += item.tensor.byteCount
+        for entry in entries {
+            header[entry.name] = ["dtype": entry.dtype.rawValue, "shape": entry.shape,
+                                  "data_offsets": [offset, offset + entry.byteCount]]
+            offset += entry.byteCount
         }
         var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
         while json.count % 8 != 0 { json.append(0x20) }
@@ -51,8 +74,11 @@ public enum SafetensorsWriter {
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { prefix.append(contentsOf: $0) }
         try handle.write(contentsOf: prefix)
         try handle.write(contentsOf: json)
-        for item in tensors {
-            try item.tensor.withUnsafeRawBytes { try handle.write(contentsOf: Data($0)) }
+        for entry in entries {
+            let tensor = try make(entry)
+            precondition(tensor.dtype == entry.dtype && tensor.shape == entry.shape,
+                         "writer: \(entry.name) made as \(tensor.dtype) \(tensor.shape), announced \(entry.dtype) \(entry.shape)")
+            try tensor.withUnsafeRawBytes { try handle.write(contentsOf: Data($0)) }
         }
     }
 }

@@ -15,6 +15,15 @@ public enum WeightMap {
     public static func crossAttentionLayer(_ i: Int) -> String { "\(crossAttentionLayers).\(i)." }
     public static let outputHead = ["model.norm.", "lm_head."]
 
+    /// The weight matrices int8 quantization covers: every linear of the language model (decoder
+    /// layers, gated cross-attention blocks, the output head). The vision encoder, resampler and
+    /// embeddings keep their stored dtype: they are a small share of the weights, and embeddings
+    /// are only looked up, never streamed.
+    public static func isQuantizable(_ name: String) -> Bool {
+        name.hasSuffix(".weight") && (name.hasPrefix(layers + ".") || name.hasPrefix(crossAttentionLayers + ".")
+            || name.hasPrefix("lm_head."))
+    }
+
     /// Buffers some writers save that carry no weights (recomputed from the config).
     public static func isIgnorable(_ name: String) -> Bool {
         name.hasSuffix("rotary_emb.inv_freq") || name.hasSuffix("position_ids")

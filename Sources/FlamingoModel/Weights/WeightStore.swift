@@ -12,16 +12,27 @@ public final class WeightStore: Sendable {
     private let shards: Mutex<[String: SafetensorsFile]>
     /// Names handed out so far, with their sizes in bytes.
     private let taken = Mutex<[String: Int]>([:])
+    /// Parameters (weight values, not int8 scales) handed out so far, by name.
+    private let takenParameters = Mutex<[String: Int]>([:])
     /// Set for a synthetic store: every `take` makes deterministic random weights of the asked
     /// shape (benchmarks of preset shapes without checkpoints; each process makes only its own).
     private let synthetic: (seed: UInt64, dtype: DType, keep: Bool)?
+    /// Weight matrices the model's quantization rule covers (`WeightMap.isQuantizable`) are made
+    /// int8 blocks at load (`--quantize int8`), or, for a synthetic store, drawn as int8 blocks.
+    public let quantizeMatrices: Bool
+
+    /// Name suffixes of an int8 matrix's two tensors: `<name>.q8` (I8 [N, K]) and
+    /// `<name>.q8_scale` (F16 [N, ceil(K/32)]), e.g. `model.layers.0.mlp.up_proj.weight.q8`.
+    public static let int8ValuesSuffix = ".q8"
+    public static let int8ScalesSuffix = ".q8_scale"
 
     public static let singleFileName = "model.safetensors"
     public static let indexFileName = "model.safetensors.index.json"
 
-    public init(directory: URL) throws {
+    public init(directory: URL, quantizeMatrices: Bool = false) throws {
         self.directory = directory
         self.synthetic = nil
+        self.quantizeMatrices = quantizeMatrices
         let fm = FileManager.default
         let indexURL = directory.appendingPathComponent(Self.indexFileName)
         let singleURL = directory.appendingPathComponent(Self.singleFileName)
@@ -57,7 +68,8 @@ public final class WeightStore: Sendable {
 
     /// A store with no files whose tensors are random, seeded by `seed` and the tensor's name.
     /// `keep` retains what it makes, for `syntheticTensors`.
-    public init(syntheticSeed seed: UInt64, dtype: DType, keep: Bool = false) {
+    public init(syntheticSeed seed: UInt64, dtype: DType, keep: Bool = false, quantizeMatrices: Bool = false) {
+        self.quantizeMatrices = quantizeMatrices
         directory = URL(fileURLWithPath: "/synthetic")
         fileForTensor = [:]
         shards = Mutex([:])
@@ -66,7 +78,9 @@ public final class WeightStore: Sendable {
 
     public var tensorNames: [String] { fileForTensor.keys.sorted() }
 
-    public func contains(_ name: String) -> Bool { synthetic != nil || fileForTensor[name] != nil }
+    public func contains(_ name: String) -> Bool {
+        synthetic != nil || fileForTensor[name] != nil || fileForTensor[name + Self.int8ValuesSuffix] != nil
+    }
 
     /// The tensors a synthetic store has made, by name (to write them out as a checkpoint).
     public var syntheticTensors: [(name: String, tensor: Tensor)] {
@@ -76,6 +90,8 @@ public final class WeightStore: Sendable {
 
     /// Bytes of weights handed out so far (what this process maps or made).
     public var takenBytes: Int { taken.withLock { $0.values.reduce(0, +) } }
+    /// Weight values handed out so far (an int8 matrix counts its values, not its scales).
+    public var takenParameterCount: Int { takenParameters.withLock { $0.values.reduce(0, +) } }
 
     /// Shape and dtype without mapping anything.
     public func entry(_ name: String) -> SafetensorsFile.Entry? {
@@ -88,6 +104,7 @@ public final class WeightStore: Sendable {
         if let synthetic {
             let t = Self.randomTensor(shape: shape, dtype: synthetic.dtype, seed: synthetic.seed ^ Self.hash(name))
             taken.withLock { $0[name] = t.byteCount }
+            takenParameters.withLock { $0[name] = t.count }
             if synthetic.keep { made.withLock { $0[name] = t } }
             return t
         }
@@ -99,7 +116,50 @@ public final class WeightStore: Sendable {
             throw ModelLoadError.shapeMismatch(name: name, expected: shape, got: t.shape)
         }
         taken.withLock { $0[name] = t.byteCount }
+        if !name.hasSuffix(Self.int8ScalesSuffix) { takenParameters.withLock { $0[name] = t.count } }
         return t
+    }
+
+    /// Takes the weight matrix `name` [rows, columns]: dense as stored, int8 when the checkpoint
+    /// holds `<name>.q8` + `<name>.q8_scale`, or quantized now when `quantizeMatrices` and the
+    /// name is one the quantization rule covers.
+    public func takeMatrix(_ name: String, rows: Int, columns: Int) throws -> WeightMatrix {
+        let blocks = WeightMatrix.blockCount(columns)
+        let valuesName = name + Self.int8ValuesSuffix, scalesName = name + Self.int8ScalesSuffix
+        if let synthetic, quantizeMatrices, WeightMap.isQuantizable(name) {
+            var values = Self.randomTensor(shape: [rows, columns], dtype: .i8, seed: synthetic.seed ^ Self.hash(valuesName))
+            values = values.reshaped([rows, columns])
+            // Scales such that values span about ±0.05, as the dense synthetic weights do.
+            var scales = Tensor(zeros: [rows, blocks], dtype: .f16)
+            let scale = Float16(0.05 / 127).bitPattern
+            scales.withUnsafeMutableRawBytes { raw in
+                let p = raw.bindMemory(to: UInt16.self)
+                for i in 0..<p.count { p[i] = scale }
+            }
+            taken.withLock { $0[valuesName] = values.byteCount; $0[scalesName] = scales.byteCount }
+            takenParameters.withLock { $0[valuesName] = values.count }
+            if synthetic.keep { made.withLock { $0[valuesName] = values; $0[scalesName] = scales } }
+            return WeightMatrix(int8Values: values, scales: scales)
+        }
+        if synthetic == nil, fileForTensor[valuesName] != nil {
+            let values = try take(valuesName, shape: [rows, columns])
+            let scales = try take(scalesName, shape: [rows, blocks])
+            guard values.dtype == .i8 else { throw ModelLoadError.wrongDType(name: valuesName, expected: "I8", got: values.dtype) }
+            guard scales.dtype == .f16 else { throw ModelLoadError.wrongDType(name: scalesName, expected: "F16", got: scales.dtype) }
+            return WeightMatrix(int8Values: values, scales: scales)
+        }
+        let dense = try take(name, shape: [rows, columns])
+        guard dense.dtype != .i8 else {
+            throw ModelLoadError.wrongDType(name: name, expected: "F32, F16 or BF16 (int8 matrices are stored as \(valuesName) + \(scalesName))", got: .i8)
+        }
+        guard quantizeMatrices, WeightMap.isQuantizable(name) else { return WeightMatrix(dense) }
+        do {
+            let q = try WeightMatrix.quantizedInt8(dense)
+            taken.withLock { $0[name] = q.byteCount }  // what stays resident: the mapped original is dropped
+            return q
+        } catch {
+            throw ModelLoadError.quantization(name: name, reason: "\(error)")
+        }
     }
 
     /// FNV-1a, stable across runs (Swift's Hasher is seeded per process).
@@ -124,6 +184,7 @@ public final class WeightStore: Sendable {
                         case .f32: base.storeBytes(of: u, toByteOffset: i * 4, as: Float.self)
                         case .bf16: base.storeBytes(of: floatToBF16(u), toByteOffset: i * 2, as: UInt16.self)
                         case .f16: base.storeBytes(of: Float16(u).bitPattern, toByteOffset: i * 2, as: UInt16.self)
+                        case .i8: base.storeBytes(of: Int8(u * 2540), toByteOffset: i, as: Int8.self)
                         }
                     }
                 }
@@ -160,6 +221,11 @@ public struct WeightScope: Sendable {
 
     public func take(_ key: String, shape: [Int]) throws -> Tensor {
         try store.take(prefix + key, shape: shape)
+    }
+
+    /// A weight matrix [rows, columns] in its stored (or load-time quantized) format.
+    public func takeMatrix(_ key: String, rows: Int, columns: Int) throws -> WeightMatrix {
+        try store.takeMatrix(prefix + key, rows: rows, columns: columns)
     }
 
     public func contains(_ key: String) -> Bool { store.contains(prefix + key) }
