@@ -22,8 +22,8 @@ struct PlanCommand: AsyncParsableCommand {
     @Option(name: .customLong("mem-per-rank"), help: "Memory each rank may use, e.g. 22GiB.")
     var memPerRank: String?
 
-    @Option(help: "Weight dtype for presets: f32, f16, bf16 (a model directory uses its stored dtype).")
-    var dtype: String = "bf16"
+    @Option(help: "Weight format for presets: f32, f16, bf16 or int8 (a model directory is planned as stored; with int8, as loaded with --quantize int8).")
+    var dtype: String?
 
     @Flag(name: .customLong("vision-own-rank"), help: "Give vision + resampler a rank of their own (rank 1).")
     var visionOwnRank = false
@@ -33,19 +33,19 @@ struct PlanCommand: AsyncParsableCommand {
 
     func run() async throws {
         try await failing {
-            guard let dtype = DType(name: dtype) else { throw ValidationError("unknown dtype '\(dtype)'") }
+            guard let format = WeightFormat(name: dtype ?? "bf16") else { throw ValidationError("unknown dtype '\(dtype ?? "")' (use f32, f16, bf16 or int8)") }
             let shape: ModelShape
             switch (model, preset) {
             case (nil, let name?):
                 guard let p = ShapePreset(rawValue: name) else {
                     throw ValidationError("unknown preset '\(name)' (known: \(ShapePreset.allCases.map(\.rawValue).joined(separator: ", ")))")
                 }
-                shape = p.shape(dtype: dtype)
+                shape = p.shape(format: format)
             case (let dir?, nil):
+                // A directory is planned as it is stored; --dtype int8 plans it quantized at load (--quantize int8).
                 let directory = try ModelDirectory(URL(fileURLWithPath: dir))
                 let stored = try WeightStore(directory: directory.url)
-                let storedType = stored.tensorNames.first.flatMap { stored.entry($0)?.dtype } ?? dtype
-                shape = ModelShape(config: directory.config, dtype: storedType, name: directory.url.lastPathComponent)
+                shape = try ModelShape.forLoading(directory: directory, weights: stored, quantizeMatrices: dtype != nil && format == .int8)
             default:
                 throw ValidationError("give exactly one of --model or --preset")
             }

@@ -1,6 +1,8 @@
+import Foundation
 import Testing
 import FlamingoCluster
 import FlamingoCore
+import FlamingoModel
 
 // The planner is a pure function: table tests over shapes, rank counts and budgets.
 
@@ -74,9 +76,10 @@ func layersAreCoveredOnceInOrder(ranks: Int) throws {
 }
 
 @Test func moreRanksThanLayersLeavesTrailingRanksIdle() throws {
-    var shape = ShapePreset.bench1b.shape(dtype: .f32)
-    shape.layerCount = 2
-    shape.crossLayerInterval = 1
+    var config = Preset.bench1b.config
+    config.text.layerCount = 2
+    config.crossLayerInterval = 1
+    let shape = try ModelShape(config: config, dtype: .f32, name: "two-layers")
     let plan = try FlamingoCluster.plan(shape: shape, ranks: 5)
     #expect(plan.languageStages.map(\.layers) == [0..<1, 1..<2])
     #expect(plan.stages[3].role == "idle" && plan.stages[4].role == "idle")
@@ -90,4 +93,43 @@ func parsesByteSizes(text: String, bytes: Int) {
 @Test func rejectsBadByteSizes() {
     #expect(parseByteSize("lots") == nil)
     #expect(parseByteSize("-3GiB") == nil)
+}
+
+// MARK: - The plan's bytes are what loading maps
+
+private let fixtureModels = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("Fixtures/models")
+
+private func fixtureNames() -> [String] {
+    ((try? FileManager.default.contentsOfDirectory(atPath: fixtureModels.path)) ?? [])
+        .filter { FileManager.default.fileExists(atPath: fixtureModels.appendingPathComponent("\($0)/config.json").path) }.sorted()
+}
+
+/// Loads each rank's parts of `directory` as the runtime would and returns the bytes each holds.
+private func loadedBytesPerRank(_ plan: PipelinePlan, directory: ModelDirectory, quantize: Bool) throws -> [Int] {
+    try plan.stages.map { s in
+        let weights = try WeightStore(directory: directory.url, quantizeMatrices: quantize)
+        let parts = ModelParts(vision: s.vision, embedding: s.embedding, layers: s.layers, outputHead: s.outputHead)
+        return try Flamingo(config: directory.config, weights: weights, parts: parts).weightBytes
+    }
+}
+
+/// As stored, quantized at load (`plan --dtype int8` / `--quantize int8`), and as written by
+/// `flamingo quantize`: for 1-4 ranks, every rank's planned bytes equal the bytes it loads.
+@Test(arguments: fixtureNames())
+func plannedBytesEqualLoadedBytes(fixture: String) throws {
+    let directory = try ModelDirectory(fixtureModels.appendingPathComponent(fixture))
+    let int8Dir = FileManager.default.temporaryDirectory.appendingPathComponent("plan-int8-\(fixture)-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: int8Dir) }
+    _ = try CheckpointConverter.convert(from: directory.url, to: int8Dir, format: .int8)
+    let quantized = try ModelDirectory(int8Dir)
+    for (dir, quantizeAtLoad) in [(directory, false), (directory, true), (quantized, false)] {
+        let shape = try ModelShape.forLoading(directory: dir, weights: WeightStore(directory: dir.url), quantizeMatrices: quantizeAtLoad)
+        for ranks in 1...4 {
+            let plan = try FlamingoCluster.plan(shape: shape, ranks: ranks)
+            let loaded = try loadedBytesPerRank(plan, directory: dir, quantize: quantizeAtLoad)
+            #expect(plan.stages.map(\.weightBytes) == loaded,
+                    "\(fixture) \(dir.url.lastPathComponent) quantize=\(quantizeAtLoad) ranks=\(ranks)")
+        }
+    }
 }

@@ -71,19 +71,18 @@ public struct CostModel: Sendable {
 public func plan(shape: ModelShape, ranks: Int, memoryPerRank: Int? = nil, visionOwnRank: Bool = false,
                  reservePerRank: Int = 512 << 20, cost: CostModel = CostModel()) throws -> PipelinePlan {
     guard ranks >= 1 else { throw PlanError.invalid("need at least one rank") }
-    let e = shape.elementSize
-    let layerBytes = (0..<shape.layerCount).map { shape.weightBytes(layer: $0) }
+    let layerBytes = shape.layerBytes
     let layerTime = (0..<shape.layerCount).map {
-        cost.millisecondsPerToken(bytes: shape.bytesPerToken(layer: $0), macs: shape.bytesPerToken(layer: $0) / e)
+        cost.millisecondsPerToken(bytes: shape.layerBytesPerToken[$0], macs: shape.layerMACsPerToken[$0])
     }
-    let visionBytes = shape.visionParameters * e
-    let embeddingBytes = shape.embeddingParameters * e
-    let headBytes = shape.headParameters * e
-    let headTime = cost.millisecondsPerToken(bytes: headBytes, macs: shape.headParameters)
+    let visionBytes = shape.visionBytes
+    let embeddingBytes = shape.embeddingBytes
+    let headBytes = shape.headBytes
+    let headTime = cost.millisecondsPerToken(bytes: headBytes, macs: shape.headMACsPerToken)
     let usable = memoryPerRank.map { $0 - reservePerRank }
 
     if ranks == 1 {
-        let total = visionBytes + embeddingBytes + headBytes + layerBytes.reduce(0, +)
+        let total = visionBytes + embeddingBytes + headBytes + layerBytes.reduce(0, +) - (shape.headSharesEmbedding ? embeddingBytes : 0)
         if let usable, total > usable {
             throw PlanError.tooFewRanks(needed: try minimumRanks(), given: ranks,
                                         reason: "\(gib(total)) of weights on one rank of \(gib(memoryPerRank!))")
@@ -175,6 +174,7 @@ public func plan(shape: ModelShape, ranks: Int, memoryPerRank: Int? = nil, visio
     for (g, range) in ranges.enumerated() {
         let isFirst = g == 0, isLast = g == lastNonEmpty
         let bytes = range.reduce(0) { $0 + layerBytes[$1] } + (isFirst ? embeddingBytes : 0) + (isLast ? headBytes : 0)
+            - (isFirst && isLast && shape.headSharesEmbedding ? embeddingBytes : 0)
         let time = range.reduce(0.0) { $0 + layerTime[$1] } + (isLast ? headTime : 0)
         stages.append(StageAssignment(rank: firstLM + g, coordinator: false, vision: false, embedding: isFirst, layers: range,
                                       outputHead: isLast, crossBlocks: range.filter(shape.hasCrossBlock).count,

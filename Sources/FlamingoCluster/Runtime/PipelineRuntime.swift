@@ -124,8 +124,7 @@ public enum PipelineRuntime {
         let started = ContinuousClock.now
         let config = directory.config
         let weights = try WeightStore(directory: directory.url, quantizeMatrices: options.quantizeMatrices)
-        let storedType = weights.tensorNames.first.flatMap { weights.entry($0)?.dtype } ?? .f32
-        let shape = ModelShape(config: config, dtype: storedType, name: directory.url.lastPathComponent)
+        let shape = try ModelShape.forLoading(directory: directory, weights: weights, quantizeMatrices: options.quantizeMatrices)
         // Every rank computes the same plan from the same inputs; HELLO checks they agree.
         let plan = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: options.memoryPerRank,
                                             visionOwnRank: options.visionOwnRank)

@@ -24,6 +24,11 @@ public enum WeightMap {
             || name.hasPrefix("lm_head."))
     }
 
+    /// Tensors read once per image, not per token: a gated block's k/v projections of the visual tokens.
+    public static func isPerImage(_ name: String) -> Bool {
+        name.hasPrefix(crossAttentionLayers + ".") && (name.contains(".cross_attn.k_proj.") || name.contains(".cross_attn.v_proj."))
+    }
+
     /// Buffers some writers save that carry no weights (recomputed from the config).
     public static func isIgnorable(_ name: String) -> Bool {
         name.hasSuffix("rotary_emb.inv_freq") || name.hasSuffix("position_ids")

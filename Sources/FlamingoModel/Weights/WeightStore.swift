@@ -1,5 +1,8 @@
 import FlamingoCore
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 
 /// All tensors of a checkpoint directory (one `model.safetensors`, or shards listed by
@@ -16,7 +19,7 @@ public final class WeightStore: Sendable {
     private let takenParameters = Mutex<[String: Int]>([:])
     /// Set for a synthetic store: every `take` makes deterministic random weights of the asked
     /// shape (benchmarks of preset shapes without checkpoints; each process makes only its own).
-    private let synthetic: (seed: UInt64, dtype: DType, keep: Bool)?
+    private let synthetic: (seed: UInt64, dtype: DType, keep: Bool, shapesOnly: Bool)?
     /// Weight matrices the model's quantization rule covers (`WeightMap.isQuantizable`) are made
     /// int8 blocks at load (`--quantize int8`), or, for a synthetic store, drawn as int8 blocks.
     public let quantizeMatrices: Bool
@@ -73,13 +76,30 @@ public final class WeightStore: Sendable {
         directory = URL(fileURLWithPath: "/synthetic")
         fileForTensor = [:]
         shards = Mutex([:])
-        synthetic = (seed, dtype, keep)
+        synthetic = (seed, dtype, keep, false)
+    }
+
+    /// A store whose tensors have shapes but no contents (they read as zeros and cost no memory):
+    /// a dry run of loading, so the planner sizes exactly what a load would map or make.
+    public init(shapesOnly dtype: DType, quantizeMatrices: Bool = false) {
+        self.quantizeMatrices = quantizeMatrices
+        directory = URL(fileURLWithPath: "/shapes-only")
+        fileForTensor = [:]
+        shards = Mutex([:])
+        synthetic = (0, dtype, false, true)
     }
 
     public var tensorNames: [String] { fileForTensor.keys.sorted() }
 
+    /// Bytes of every tensor handed out so far, by name (int8 matrices as their two tensors).
+    public var takenBytesByName: [String: Int] { taken.withLock { $0 } }
+    /// Weight values of every tensor handed out so far, by name (0 for int8 scales).
+    public var takenParametersByName: [String: Int] { takenParameters.withLock { $0 } }
+
+    /// Whether the checkpoint stores `name`. A synthetic or shapes-only store stores nothing: it
+    /// makes whatever is taken, and optional tensors (an untied head) take their default.
     public func contains(_ name: String) -> Bool {
-        synthetic != nil || fileForTensor[name] != nil || fileForTensor[name + Self.int8ValuesSuffix] != nil
+        fileForTensor[name] != nil || fileForTensor[name + Self.int8ValuesSuffix] != nil
     }
 
     /// The tensors a synthetic store has made, by name (to write them out as a checkpoint).
@@ -102,7 +122,8 @@ public final class WeightStore: Sendable {
     /// Takes tensor `name`, checking its shape.
     public func take(_ name: String, shape: [Int]) throws -> Tensor {
         if let synthetic {
-            let t = Self.randomTensor(shape: shape, dtype: synthetic.dtype, seed: synthetic.seed ^ Self.hash(name))
+            let t = synthetic.shapesOnly ? Self.zeroTensor(shape: shape, dtype: synthetic.dtype)
+                : Self.randomTensor(shape: shape, dtype: synthetic.dtype, seed: synthetic.seed ^ Self.hash(name))
             taken.withLock { $0[name] = t.byteCount }
             takenParameters.withLock { $0[name] = t.count }
             if synthetic.keep { made.withLock { $0[name] = t } }
@@ -126,9 +147,15 @@ public final class WeightStore: Sendable {
     public func takeMatrix(_ name: String, rows: Int, columns: Int) throws -> WeightMatrix {
         let blocks = WeightMatrix.blockCount(columns)
         let valuesName = name + Self.int8ValuesSuffix, scalesName = name + Self.int8ScalesSuffix
+        if let synthetic, quantizeMatrices, WeightMap.isQuantizable(name), synthetic.shapesOnly {
+            let values = Self.zeroTensor(shape: [rows, columns], dtype: .i8)
+            let scales = Self.zeroTensor(shape: [rows, blocks], dtype: .f16)
+            taken.withLock { $0[valuesName] = values.byteCount; $0[scalesName] = scales.byteCount }
+            takenParameters.withLock { $0[valuesName] = values.count }
+            return WeightMatrix(int8Values: values, scales: scales)
+        }
         if let synthetic, quantizeMatrices, WeightMap.isQuantizable(name) {
-            var values = Self.randomTensor(shape: [rows, columns], dtype: .i8, seed: synthetic.seed ^ Self.hash(valuesName))
-            values = values.reshaped([rows, columns])
+            let values = Self.randomTensor(shape: [rows, columns], dtype: .i8, seed: synthetic.seed ^ Self.hash(valuesName))
             // Scales such that values span about ±0.05, as the dense synthetic weights do.
             var scales = Tensor(zeros: [rows, blocks], dtype: .f16)
             let scale = Float16(0.05 / 127).bitPattern
@@ -167,6 +194,12 @@ public final class WeightStore: Sendable {
         var h: UInt64 = 0xcbf2_9ce4_8422_2325
         for b in name.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
         return h
+    }
+
+    /// A tensor of `shape` over a shared read-only mapping of zero pages: no memory until read.
+    static func zeroTensor(shape: [Int], dtype: DType) -> Tensor {
+        let bytes = shape.reduce(1, *) * dtype.size
+        return Tensor(dtype: dtype, shape: shape, storage: ZeroPages.shared.storage(bytes))
     }
 
     /// Uniform values in ±0.05 (small enough that activations stay finite through many layers).
@@ -232,4 +265,34 @@ public struct WeightScope: Sendable {
 
     /// Shape of `key` as stored, if present.
     public func storedShape(_ key: String) -> [Int]? { store.entry(prefix + key)?.shape }
+}
+
+/// Anonymous read-only mappings that read as zeros and take no physical memory (the kernel maps
+/// the zero page): backing for the shapes of a dry-run load. Grown as larger tensors are asked for.
+final class ZeroPages: @unchecked Sendable {
+    static let shared = ZeroPages()
+    private let regions = Mutex<[Region]>([])
+
+    final class Region: @unchecked Sendable {
+        let base: UnsafeRawPointer
+        let size: Int
+        init?(size: Int) {
+            guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), p != MAP_FAILED else { return nil }
+            base = UnsafeRawPointer(p)
+            self.size = size
+        }
+        deinit { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+    }
+
+    func storage(_ bytes: Int) -> TensorStorage {
+        let region = regions.withLock { list -> Region in
+            if let r = list.last, r.size >= bytes { return r }
+            var size = 1 << 20
+            while size < bytes { size <<= 1 }
+            guard let r = Region(size: size) else { preconditionFailure("cannot reserve \(size) bytes of address space") }
+            list.append(r)
+            return r
+        }
+        return TensorStorage(borrowing: region.base, byteCount: bytes, owner: region)
+    }
 }
