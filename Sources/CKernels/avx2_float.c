@@ -16,14 +16,6 @@
 #include <string.h>
 
 #define FKI static inline __attribute__((always_inline)) FK_TARGET_AVX2
-// Full unrolling of the loops over the register tile, so its accumulators live in registers.
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 16")
-#else
-#define UNROLL
-#endif
 
 enum { T_F32, T_F16, T_BF16 };
 enum { RM = 4, RN = 3, RN1 = 6 };  // GEMM tile 4x3 (12 accumulators of 16 registers); GEMV 1x6
@@ -86,39 +78,39 @@ FKI void tile(int xt, int wt, int rm, int rn, float *out, size_t ldo, const void
     const char *xb = x, *wb = w;
     const size_t xs = esize(xt), ws = esize(wt);
     __m256 acc[RM][RN1];
-    UNROLL for (int i = 0; i < rm; i++)
-        UNROLL for (int j = 0; j < rn; j++) acc[i][j] = accin ? accin[i * RN1 + j] : _mm256_setzero_ps();
+    FK_UNROLL for (int i = 0; i < rm; i++)
+        FK_UNROLL for (int j = 0; j < rn; j++) acc[i][j] = accin ? accin[i * RN1 + j] : _mm256_setzero_ps();
     size_t e = e0;
     if (rm == 1) {  // GEMV: load each weight vector right before its FMA (fewer live registers)
         for (; e + 8 <= e1; e += 8) {
             __m256 xv = load8(xt, xb + e * xs);
-            UNROLL for (int j = 0; j < rn; j++) acc[0][j] = _mm256_fmadd_ps(xv, load8(wt, wb + (j * ldw + e) * ws), acc[0][j]);
+            FK_UNROLL for (int j = 0; j < rn; j++) acc[0][j] = _mm256_fmadd_ps(xv, load8(wt, wb + (j * ldw + e) * ws), acc[0][j]);
         }
     } else {
         for (; e + 8 <= e1; e += 8) {
             __m256 wv[RN1];
-            UNROLL for (int j = 0; j < rn; j++) wv[j] = load8(wt, wb + (j * ldw + e) * ws);
-            UNROLL for (int i = 0; i < rm; i++) {
+            FK_UNROLL for (int j = 0; j < rn; j++) wv[j] = load8(wt, wb + (j * ldw + e) * ws);
+            FK_UNROLL for (int i = 0; i < rm; i++) {
                 __m256 xv = load8(xt, xb + (i * ldx + e) * xs);
-                UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+                FK_UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
             }
         }
     }
     if (e < e1) {
         size_t r = e1 - e;
         __m256 wv[RN1];
-        UNROLL for (int j = 0; j < rn; j++) wv[j] = load8_part(wt, wb + (j * ldw + e) * ws, r);
-        UNROLL for (int i = 0; i < rm; i++) {
+        FK_UNROLL for (int j = 0; j < rn; j++) wv[j] = load8_part(wt, wb + (j * ldw + e) * ws, r);
+        FK_UNROLL for (int i = 0; i < rm; i++) {
             __m256 xv = load8_part(xt, xb + (i * ldx + e) * xs, r);
-            UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
+            FK_UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
         }
     }
     if (accout) {
-        UNROLL for (int i = 0; i < rm; i++)
-            UNROLL for (int j = 0; j < rn; j++) accout[i * RN1 + j] = acc[i][j];
+        FK_UNROLL for (int i = 0; i < rm; i++)
+            FK_UNROLL for (int j = 0; j < rn; j++) accout[i * RN1 + j] = acc[i][j];
     } else {
-        UNROLL for (int i = 0; i < rm; i++)
-            UNROLL for (int j = 0; j < rn; j++) out[i * ldo + j] = hsum8(acc[i][j]);
+        FK_UNROLL for (int i = 0; i < rm; i++)
+            FK_UNROLL for (int j = 0; j < rn; j++) out[i * ldo + j] = hsum8(acc[i][j]);
     }
 }
 

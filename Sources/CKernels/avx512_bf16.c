@@ -13,14 +13,6 @@
 #include <string.h>
 
 #define FKI static inline __attribute__((always_inline)) FK_TARGET_AVX512_BF16
-// Full unrolling of the loops over the register tile, so its accumulators live in registers.
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 16")
-#else
-#define UNROLL
-#endif
 
 enum { RM = 4, RN = 6, RN1 = 8 };  // GEMM tile 4x6 (24 accumulators); GEMV (one row) 1x8
 #ifndef FK_KC_BF16
@@ -60,32 +52,32 @@ FKI __m512bh load32m(const uint16_t *p, __mmask32 m) { return (__m512bh)_mm512_m
 FKI void tile(int rm, int rn, float *out, size_t ldo, const uint16_t *x, size_t ldx, const uint16_t *w,
               size_t ldw, size_t e0, size_t e1, const __m512 *accin, __m512 *accout) {
     __m512 acc[RM][RN1];
-    UNROLL for (int i = 0; i < rm; i++)
-        UNROLL for (int j = 0; j < rn; j++) acc[i][j] = accin ? accin[i * RN1 + j] : _mm512_setzero_ps();
+    FK_UNROLL for (int i = 0; i < rm; i++)
+        FK_UNROLL for (int j = 0; j < rn; j++) acc[i][j] = accin ? accin[i * RN1 + j] : _mm512_setzero_ps();
     size_t e = e0;
     for (; e + 32 <= e1; e += 32) {
         __m512bh wv[RN1];
-        UNROLL for (int j = 0; j < rn; j++) wv[j] = load32(w + j * ldw + e);
-        UNROLL for (int i = 0; i < rm; i++) {
+        FK_UNROLL for (int j = 0; j < rn; j++) wv[j] = load32(w + j * ldw + e);
+        FK_UNROLL for (int i = 0; i < rm; i++) {
             __m512bh xv = load32(x + i * ldx + e);
-            UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+            FK_UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
         }
     }
     if (e < e1) {
         __mmask32 m = (__mmask32)((1ull << (e1 - e)) - 1);
         __m512bh wv[RN1];
-        UNROLL for (int j = 0; j < rn; j++) wv[j] = load32m(w + j * ldw + e, m);
-        UNROLL for (int i = 0; i < rm; i++) {
+        FK_UNROLL for (int j = 0; j < rn; j++) wv[j] = load32m(w + j * ldw + e, m);
+        FK_UNROLL for (int i = 0; i < rm; i++) {
             __m512bh xv = load32m(x + i * ldx + e, m);
-            UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
+            FK_UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], xv, wv[j]);
         }
     }
     if (accout) {
-        UNROLL for (int i = 0; i < rm; i++)
-            UNROLL for (int j = 0; j < rn; j++) accout[i * RN1 + j] = acc[i][j];
+        FK_UNROLL for (int i = 0; i < rm; i++)
+            FK_UNROLL for (int j = 0; j < rn; j++) accout[i * RN1 + j] = acc[i][j];
     } else {
-        UNROLL for (int i = 0; i < rm; i++)
-            UNROLL for (int j = 0; j < rn; j++) out[i * ldo + j] = hsum16(acc[i][j]);
+        FK_UNROLL for (int i = 0; i < rm; i++)
+            FK_UNROLL for (int j = 0; j < rn; j++) out[i * ldo + j] = hsum16(acc[i][j]);
     }
 }
 

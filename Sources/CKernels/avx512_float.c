@@ -16,14 +16,6 @@
 #include <string.h>
 
 #define FKI static inline __attribute__((always_inline)) FK_TARGET_AVX512
-// Full unrolling of the loops over the register tile, so its accumulators live in registers.
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 16")
-#else
-#define UNROLL
-#endif
 
 enum { T_F32, T_F16, T_BF16 };
 enum { RM = 4, RN = 6, RN1 = 8 };  // GEMM tile 4x6 (24 accumulators); GEMV (one row) 1x8
@@ -83,32 +75,32 @@ FKI void tile(int xt, int wt, int rm, int rn, float *out, size_t ldo, const void
     const char *xb = x, *wb = w;
     const size_t xs = esize(xt), ws = esize(wt);
     __m512 acc[RM][RN1];
-    UNROLL for (int i = 0; i < rm; i++)
-        UNROLL for (int j = 0; j < rn; j++) acc[i][j] = accin ? accin[i * RN1 + j] : _mm512_setzero_ps();
+    FK_UNROLL for (int i = 0; i < rm; i++)
+        FK_UNROLL for (int j = 0; j < rn; j++) acc[i][j] = accin ? accin[i * RN1 + j] : _mm512_setzero_ps();
     size_t e = e0;
     for (; e + 16 <= e1; e += 16) {
         __m512 wv[RN1];
-        UNROLL for (int j = 0; j < rn; j++) wv[j] = load16(wt, wb + (j * ldw + e) * ws);
-        UNROLL for (int i = 0; i < rm; i++) {
+        FK_UNROLL for (int j = 0; j < rn; j++) wv[j] = load16(wt, wb + (j * ldw + e) * ws);
+        FK_UNROLL for (int i = 0; i < rm; i++) {
             __m512 xv = load16(xt, xb + (i * ldx + e) * xs);
-            UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+            FK_UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
         }
     }
     if (e < e1) {
         __mmask16 m = (__mmask16)((1u << (e1 - e)) - 1);
         __m512 wv[RN1];
-        UNROLL for (int j = 0; j < rn; j++) wv[j] = load16m(wt, wb + (j * ldw + e) * ws, m);
-        UNROLL for (int i = 0; i < rm; i++) {
+        FK_UNROLL for (int j = 0; j < rn; j++) wv[j] = load16m(wt, wb + (j * ldw + e) * ws, m);
+        FK_UNROLL for (int i = 0; i < rm; i++) {
             __m512 xv = load16m(xt, xb + (i * ldx + e) * xs, m);
-            UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+            FK_UNROLL for (int j = 0; j < rn; j++) acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
         }
     }
     if (accout) {
-        UNROLL for (int i = 0; i < rm; i++)
-            UNROLL for (int j = 0; j < rn; j++) accout[i * RN1 + j] = acc[i][j];
+        FK_UNROLL for (int i = 0; i < rm; i++)
+            FK_UNROLL for (int j = 0; j < rn; j++) accout[i * RN1 + j] = acc[i][j];
     } else {
-        UNROLL for (int i = 0; i < rm; i++)
-            UNROLL for (int j = 0; j < rn; j++) out[i * ldo + j] = hsum16(acc[i][j]);
+        FK_UNROLL for (int i = 0; i < rm; i++)
+            FK_UNROLL for (int j = 0; j < rn; j++) out[i * ldo + j] = hsum16(acc[i][j]);
     }
 }
 

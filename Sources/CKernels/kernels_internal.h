@@ -23,6 +23,15 @@ void fk_avx512_bf16_matmul_bf16(float *out, size_t ldo, const uint16_t *x, size_
 void fk_avx512_vnni_matmul_q8(float *out, size_t ldo, fk_q8_rows x, const int8_t *wq, const uint16_t *wscale, size_t t, size_t n, size_t k);
 #endif
 
+// Full unrolling of the loops over a register tile, so its accumulators live in registers.
+#if defined(__clang__)
+#define FK_UNROLL _Pragma("clang loop unroll(full)")
+#elif defined(__GNUC__)
+#define FK_UNROLL _Pragma("GCC unroll 16")
+#else
+#define FK_UNROLL
+#endif
+
 // Target attribute strings, one place.
 #define FK_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define FK_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")))

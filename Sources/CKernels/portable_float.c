@@ -15,14 +15,6 @@
 #include <string.h>
 
 #define FKI static inline __attribute__((always_inline))
-// Full unrolling of the loops over the register tile, so its accumulators live in registers.
-#if defined(__clang__)
-#define UNROLL _Pragma("clang loop unroll(full)")
-#elif defined(__GNUC__)
-#define UNROLL _Pragma("GCC unroll 16")
-#else
-#define UNROLL
-#endif
 
 enum { VL = 4 };                   // lanes of one accumulator (one SSE / NEON register)
 enum { RM = 4, RN = 3, RN1 = 8 };  // GEMM tile 4x3 (12 accumulators); GEMV 1x8
@@ -54,32 +46,32 @@ FKI float hsum(const float a[VL]) { return (a[0] + a[1]) + (a[2] + a[3]); }
 FKI void tile(int rm, int rn, const float *x, size_t ldx, const float *w, size_t ldw, size_t len,
               float acc[RM][RN1][VL]) {
     float a[RM][RN1][VL];
-    UNROLL for (int i = 0; i < rm; i++)
-        UNROLL for (int j = 0; j < rn; j++)
-            UNROLL for (int l = 0; l < VL; l++) a[i][j][l] = acc[i][j][l];
+    FK_UNROLL for (int i = 0; i < rm; i++)
+        FK_UNROLL for (int j = 0; j < rn; j++)
+            FK_UNROLL for (int l = 0; l < VL; l++) a[i][j][l] = acc[i][j][l];
     size_t e = 0;
     for (; e + VL <= len; e += VL) {
-        UNROLL for (int i = 0; i < rm; i++) {
+        FK_UNROLL for (int i = 0; i < rm; i++) {
             float xv[VL];
-            UNROLL for (int l = 0; l < VL; l++) xv[l] = x[i * ldx + e + l];
-            UNROLL for (int j = 0; j < rn; j++)
-                UNROLL for (int l = 0; l < VL; l++) a[i][j][l] += xv[l] * w[j * ldw + e + l];
+            FK_UNROLL for (int l = 0; l < VL; l++) xv[l] = x[i * ldx + e + l];
+            FK_UNROLL for (int j = 0; j < rn; j++)
+                FK_UNROLL for (int l = 0; l < VL; l++) a[i][j][l] += xv[l] * w[j * ldw + e + l];
         }
     }
     if (e < len) {
         size_t r = len - e;
         float wv[RN1][VL], xv[VL];
-        UNROLL for (int j = 0; j < rn; j++)
-            UNROLL for (int l = 0; l < VL; l++) wv[j][l] = (size_t)l < r ? w[j * ldw + e + l] : 0.0f;
-        UNROLL for (int i = 0; i < rm; i++) {
-            UNROLL for (int l = 0; l < VL; l++) xv[l] = (size_t)l < r ? x[i * ldx + e + l] : 0.0f;
-            UNROLL for (int j = 0; j < rn; j++)
-                UNROLL for (int l = 0; l < VL; l++) a[i][j][l] += xv[l] * wv[j][l];
+        FK_UNROLL for (int j = 0; j < rn; j++)
+            FK_UNROLL for (int l = 0; l < VL; l++) wv[j][l] = (size_t)l < r ? w[j * ldw + e + l] : 0.0f;
+        FK_UNROLL for (int i = 0; i < rm; i++) {
+            FK_UNROLL for (int l = 0; l < VL; l++) xv[l] = (size_t)l < r ? x[i * ldx + e + l] : 0.0f;
+            FK_UNROLL for (int j = 0; j < rn; j++)
+                FK_UNROLL for (int l = 0; l < VL; l++) a[i][j][l] += xv[l] * wv[j][l];
         }
     }
-    UNROLL for (int i = 0; i < rm; i++)
-        UNROLL for (int j = 0; j < rn; j++)
-            UNROLL for (int l = 0; l < VL; l++) acc[i][j][l] = a[i][j][l];
+    FK_UNROLL for (int i = 0; i < rm; i++)
+        FK_UNROLL for (int j = 0; j < rn; j++)
+            FK_UNROLL for (int l = 0; l < VL; l++) acc[i][j][l] = a[i][j][l];
 }
 
 #define TILE_CASE(r, c) case (r) * 16 + (c): tile(r, c, x, ldx, w, ldw, len, acc); break;

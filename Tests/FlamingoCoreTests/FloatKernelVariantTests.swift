@@ -11,55 +11,7 @@ import CKernels
 
 // MARK: - Families
 
-private struct FloatFamily {
-    let name: String
-    let table: fk_kernels
-}
-
-private func cpuFlags() -> Set<String> {
-    guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-          let list = line.split(separator: ":", maxSplits: 1).last else { return [] }
-    return Set(list.split(separator: " ").map(String.init))
-}
-
-/// Every family this CPU can run; prints why the others are skipped.
-private func runnableFamilies(_ context: String) -> [FloatFamily] {
-    var families = [FloatFamily(name: String(cString: fk_portable.name), table: fk_portable)]
-    #if arch(x86_64)
-    let flags = cpuFlags()
-    let avx2 = ["avx2", "fma", "f16c"]
-    let avx512 = avx2 + ["avx512f", "avx512bw", "avx512vl", "avx512dq"]
-    let candidates: [(fk_kernels, [String])] = [(fk_avx2, avx2), (fk_avx512, avx512), (fk_avx512_bf16, avx512 + ["avx512_bf16"])]
-    for (table, needs) in candidates {
-        let name = String(cString: table.name)
-        let missing = needs.filter { !flags.contains($0) }
-        if missing.isEmpty {
-            families.append(FloatFamily(name: name, table: table))
-        } else {
-            print("FloatKernelVariantTests.\(context): skipping \(name): the CPU lacks \(missing.joined(separator: ", "))")
-        }
-    }
-    #else
-    print("FloatKernelVariantTests.\(context): not x86-64, only the portable family exists")
-    #endif
-    return families
-}
-
 // MARK: - Data
-
-private struct Rng {
-    var state: UInt64
-    /// Uniform in [-1, 1).
-    mutating func next() -> Float {
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        return Float(state >> 40) / Float(1 << 23) - 1
-    }
-    mutating func bits() -> UInt32 {
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        return UInt32(truncatingIfNeeded: state >> 32)
-    }
-}
 
 enum FloatWeightType: String, CaseIterable, Sendable { case f32, f16, bf16 }
 
@@ -146,7 +98,7 @@ func floatMatmulMatchesNaive(type: FloatWeightType) {
     var shapes: [(t: Int, n: Int, k: Int)] = []
     for k in ks { for n in ns { for t in ts { shapes.append((t, n, k)) } } }
     shapes += [(64, 130, 33), (64, 17, 513), (64, 5, 100), (3, 17, 1100), (300, 9, 40)]  // many row tiles; K chunks; row blocks
-    for family in runnableFamilies("floatMatmulMatchesNaive(\(type))") {
+    for family in runnableKernelFamilies("FloatKernelVariantTests.floatMatmulMatchesNaive(\(type))", special: .bf16) {
         var maxRelative = 0.0
         for (index, shape) in shapes.enumerated() {
             let (t, n, k) = shape
@@ -185,7 +137,7 @@ private func sameBits(_ a: Float, _ b: Float) -> Bool { a.bitPattern == b.bitPat
 @Test(arguments: FloatWeightType.allCases)
 func floatMatmulIsBatchInvariant(type: FloatWeightType) {
     // K: one vector, tails, and several K chunks of the GEMM path (KC is 256 or 512).
-    for family in runnableFamilies("floatMatmulIsBatchInvariant(\(type))") {
+    for family in runnableKernelFamilies("FloatKernelVariantTests.floatMatmulIsBatchInvariant(\(type))", special: .bf16) {
         for (index, k) in [5, 33, 100, 1100].enumerated() {
             let (t, n, ldx, ldo) = (9, 37, k + 5, 41)
             let ops = Operands(type, t: t, n: n, k: k, ldx: ldx, seed: UInt64(100 + index))
@@ -242,7 +194,7 @@ func floatMatmulIsBatchInvariant(type: FloatWeightType) {
     ]
     for (i, s) in specials.enumerated() { bits[10 * i + 1] = s }
     let src = bits.map { Float(bitPattern: $0) }
-    for family in runnableFamilies("roundBF16MatchesNaive") {
+    for family in runnableKernelFamilies("FloatKernelVariantTests." + "roundBF16MatchesNaive", special: .bf16) {
         for count in Array(0...40) + [1000] {
             var expected = [UInt16](repeating: 0xAAAA, count: count + 3), got = expected
             src.withUnsafeBufferPointer { s in

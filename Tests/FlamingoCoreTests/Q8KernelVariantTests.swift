@@ -9,51 +9,7 @@ import CKernels
 
 // MARK: - Families
 
-private struct Q8Family {
-    let name: String
-    let table: fk_kernels
-}
-
-private func cpuFlags() -> Set<String> {
-    guard let text = try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8),
-          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("flags") }),
-          let list = line.split(separator: ":", maxSplits: 1).last else { return [] }
-    return Set(list.split(separator: " ").map(String.init))
-}
-
-/// Every family this CPU can run; prints why the others are skipped (once per call site).
-private func runnableFamilies(_ context: String) -> [Q8Family] {
-    var families = [Q8Family(name: String(cString: fk_portable.name), table: fk_portable)]
-    #if arch(x86_64)
-    let flags = cpuFlags()
-    let avx2 = ["avx2", "fma", "f16c"]
-    let avx512 = avx2 + ["avx512f", "avx512bw", "avx512vl", "avx512dq"]
-    let candidates: [(fk_kernels, [String])] = [(fk_avx2, avx2), (fk_avx512, avx512), (fk_avx512_vnni, avx512 + ["avx512_vnni"])]
-    for (table, needs) in candidates {
-        let name = String(cString: table.name)
-        let missing = needs.filter { !flags.contains($0) }
-        if missing.isEmpty {
-            families.append(Q8Family(name: name, table: table))
-        } else {
-            print("Q8KernelVariantTests.\(context): skipping \(name): the CPU lacks \(missing.joined(separator: ", "))")
-        }
-    }
-    #else
-    print("Q8KernelVariantTests.\(context): not x86-64, only the portable family exists")
-    #endif
-    return families
-}
-
 // MARK: - Buffers
-
-private struct Rng {
-    var state: UInt64
-    /// Uniform in [-1, 1).
-    mutating func next() -> Float {
-        state = state &* 6364136223846793005 &+ 1442695040888963407
-        return Float(state >> 40) / Float(1 << 23) - 1
-    }
-}
 
 private func randomValues(_ count: Int, seed: UInt64, scale: Float = 1) -> [Float] {
     var rng = Rng(state: seed)
@@ -168,7 +124,7 @@ private func sameBits(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Bool {
 // MARK: - quantize_rows_q8
 
 @Test func q8QuantizeRowsMatchNaive() {
-    for family in runnableFamilies("quantizeRows") {
+    for family in runnableKernelFamilies("Q8KernelVariantTests." + "quantizeRows", special: .vnni) {
         for k in [1, 7, 31, 32, 33, 100, 513, 2048] {
             let t = 4, ldx = k + 3
             var x = randomValues(t * ldx, seed: UInt64(k), scale: 3)
@@ -202,7 +158,7 @@ private func sameBits(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Bool {
 // MARK: - matmul_q8
 
 @Test func q8MatmulMatchesNaive() {
-    let families = runnableFamilies("matmul")
+    let families = runnableKernelFamilies("Q8KernelVariantTests." + "matmul", special: .vnni)
     var worst = [Double](repeating: 0, count: families.count)
     for k in [1, 7, 31, 32, 33, 100, 513, 2048] {
         let blocks = fk_q8_blocks(k)
@@ -244,7 +200,7 @@ private func sameBits(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Bool {
 }
 
 @Test func q8MatmulIsBatchInvariant() {
-    for family in runnableFamilies("batchInvariance") {
+    for family in runnableKernelFamilies("Q8KernelVariantTests." + "batchInvariance", special: .vnni) {
         for k in [100, 513, 2048] {  // tails: 2 blocks, 1 short block, none
             let (t, n) = (9, 37)
             let w = Q8Weights(randomValues(n * k, seed: UInt64(k + 1)), n: n, k: k)
@@ -277,7 +233,7 @@ private func sameBits(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Bool {
 /// the same exact integers in every lane, then the same f32 steps), so their q8 matmuls agree bit for
 /// bit: a q8 model gives the same logits on AVX2 and AVX-512 machines.
 @Test func q8X86FamiliesAgreeBitwise() {
-    let families = runnableFamilies("x86Bitwise").filter { $0.name != "portable" }
+    let families = runnableKernelFamilies("Q8KernelVariantTests." + "x86Bitwise", special: .vnni).filter { $0.name != "portable" }
     guard let first = families.first else { return }
     for k in [33, 100, 513, 2048] {
         let (t, n) = (5, 19)
@@ -345,7 +301,7 @@ private func sameBits(_ a: ArraySlice<Float>, _ b: ArraySlice<Float>) -> Bool {
     let blocks = fk_q8_blocks(k)
     let x = randomValues(t * k, seed: 11, scale: 2), wf = randomValues(n * k, seed: 12, scale: 0.1)
     let w = Q8Weights(wf, n: n, k: k)
-    for family in runnableFamilies("approximatesF32") {
+    for family in runnableKernelFamilies("Q8KernelVariantTests." + "approximatesF32", special: .vnni) {
         let xq = Q8Activations(x, ldx: k, t: t, k: k, with: family.table)
         let out = matmul(family.table, xq, w, t: t, n: n, ldo: n)
         var worst = 0.0
