@@ -55,8 +55,11 @@ struct BenchCommand: AsyncParsableCommand {
             let model = try Flamingo(config: config, weights: weights, parts: .all(config))
             let makeSeconds = Date().timeIntervalSince(made)
 
-            let imageToken = config.imageTokenID ?? config.text.vocabSize + 1
-            var prompt = [1] + (0..<(promptTokens - 1)).map { 100 + ($0 * 7919) % 30000 }
+            let imageToken = directory?.imageTokenID ?? config.imageTokenID ?? config.text.vocabSize + 1
+            // Ordinary ids of the model's own vocabulary (ids 0-2 are specials); the same ids as
+            // before for 32000-id vocabularies, and in range for small ones (models/demo).
+            let vocabulary = max(4, config.text.vocabSize)
+            var prompt = [1] + (0..<(promptTokens - 1)).map { 3 + (97 + ($0 * 7919) % 30000) % (vocabulary - 3) }
             for i in 0..<images { prompt[1 + i * (promptTokens - 1) / max(images, 1)] = imageToken }
             let s = config.vision.imageSize
             let pixels = (0..<images).map { i in Tensor((0..<(3 * s * s)).map { Float(($0 + i) % 255) / 255 - 0.5 }, shape: [3, s, s]) }

@@ -138,3 +138,42 @@ func generateMatchesGoldens(useInputIDs: Bool, kernels: String) throws {
     let out = try JSONDecoder().decode(GenerateOutput.self, from: Data(r.stdout.split(separator: "\n")[0].utf8))
     #expect(out.tokens == c.greedy_tokens)
 }
+
+/// The issue-11 interfaces on a real directory: `flamingo quantize --model IN --out OUT --dtype int8`
+/// writes a directory that `generate`, `plan` and `bench` take like any other; bench JSON names the
+/// kernel per dtype. (bench on a small-vocabulary model used to index past its embedding table.)
+@Test func quantizedDirectoryWorksWithEveryCommand() throws {
+    let work = FileManager.default.temporaryDirectory.appendingPathComponent("quantize-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: work) }
+    let demo = CLI.repo.appendingPathComponent("models/demo").path
+    let out = work.appendingPathComponent("demo-int8").path
+    let q = try CLI.run(["quantize", "--model", demo, "--out", out, "--dtype", "int8"])
+    #expect(q.status == 0, "\(q.stderr)")
+    #expect(q.stderr.contains("weight matrices in int8"))
+    let again = try CLI.run(["quantize", "--model", demo, "--out", out, "--dtype", "int8"])
+    #expect(again.status != 0 && again.stderr.hasPrefix("error: ") && again.stderr.contains("already exists"), "\(again.stderr)")
+
+    let image = CLI.repo.appendingPathComponent("models/demo/examples").path
+    let png = try #require(try FileManager.default.contentsOfDirectory(atPath: image).sorted().first { $0.hasSuffix(".png") })
+    let prompt = ["--prompt", "<image>Question: what colour is the shape? Answer:", "--image", "\(image)/\(png)", "--greedy", "--json", "--max-tokens", "4"]
+    let dense = try CLI.run(["generate", "--model", demo] + prompt)
+    let int8 = try CLI.run(["generate", "--model", out] + prompt)
+    let atLoad = try CLI.run(["generate", "--model", demo, "--quantize", "int8"] + prompt)
+    #expect(dense.status == 0 && int8.status == 0 && atLoad.status == 0, "\(int8.stderr) \(atLoad.stderr)")
+    // Quantizing at load and loading a quantized directory are the same numbers.
+    #expect(int8.stdout == atLoad.stdout)
+    let answer = try JSONDecoder().decode(GenerateOutput.self, from: Data(int8.stdout.utf8))
+    let reference = try JSONDecoder().decode(GenerateOutput.self, from: Data(dense.stdout.utf8))
+    print("demo int8: \(answer.text ?? "") (f32: \(reference.text ?? ""))")
+
+    let plan = try CLI.run(["plan", "--model", out, "--ranks", "3", "--json"])
+    #expect(plan.status == 0, "\(plan.stderr)")
+    let bench = try CLI.run(["bench", "--model", out, "--prompt-tokens", "16", "--decode-tokens", "2", "--threads", "1"])
+    #expect(bench.status == 0, "\(bench.stderr)")
+    let json = try JSONSerialization.jsonObject(with: Data(bench.stdout.utf8)) as? [String: Any]
+    #expect(json?["dtype"] as? String == "int8")
+    #expect(Set((json?["kernels"] as? [String: String] ?? [:]).keys) == ["f32", "f16", "bf16", "q8"])
+    for key in ["prefill_tokens_per_second", "decode_tokens_per_second", "decode_weight_gb_per_second", "machine_memory_read_gb_per_second"] {
+        #expect(json?[key] is Double, "bench JSON lacks \(key)")
+    }
+}
