@@ -66,6 +66,8 @@ let package = Package(
             ],
             swiftSettings: fastMath
         ),
+        // Dev-time kernel benchmark (scripts/bench/kernels): not a product, not run in CI.
+        .executableTarget(name: "KernelBench", dependencies: ["FlamingoCore", "CKernels"], swiftSettings: fastMath),
         .testTarget(name: "FlamingoCoreTests", dependencies: ["FlamingoCore", "CKernels"]),
         .testTarget(name: "FlamingoModelTests", dependencies: ["FlamingoModel"]),
         .testTarget(name: "FlamingoClusterTests", dependencies: ["FlamingoCluster"]),

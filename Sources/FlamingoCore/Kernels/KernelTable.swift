@@ -61,6 +61,26 @@ public struct KernelTable: @unchecked Sendable, Equatable {
         }
     }
 
+    /// Every instruction family `cpu` can run, each as a table that uses it for every dtype (the
+    /// BF16 and VNNI families add only their own member and take the rest from AVX-512): what
+    /// `kernel-bench` and the kernel tests compare, one family at a time.
+    public static func families(cpu: CPUFeatures = .current) -> [(name: String, table: KernelTable)] {
+        var all: [(String, KernelTable)] = [("portable", forLevel(.portable, cpu: cpu)!)]
+        #if arch(x86_64)
+        if cpu.hasAVX2 { all.append(("avx2", forLevel(.avx2, cpu: cpu)!)) }
+        if cpu.hasAVX512 {
+            all.append(("avx512", KernelTable(level: .avx512, f32: fk_avx512, f16: fk_avx512, bf16: fk_avx512, q8: fk_avx512)))
+            if cpu.hasAVX512BF16 {
+                all.append(("avx512_bf16", KernelTable(level: .avx512, f32: fk_avx512, f16: fk_avx512, bf16: fk_avx512_bf16, q8: fk_avx512)))
+            }
+            if cpu.hasAVX512VNNI {
+                all.append(("avx512_vnni", KernelTable(level: .avx512, f32: fk_avx512, f16: fk_avx512, bf16: fk_avx512, q8: fk_avx512_vnni)))
+            }
+        }
+        #endif
+        return all
+    }
+
     /// The best level `cpu` can run.
     public static func best(cpu: CPUFeatures = .current) -> KernelTable {
         for level in KernelLevel.allCases.reversed() {
