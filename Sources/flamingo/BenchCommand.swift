@@ -48,6 +48,9 @@ struct BenchCommand: AsyncParsableCommand {
 
             log("measuring machine limits...")
             let limits = MachineLimits.measure()
+            // Read bandwidth moves between runs on shared machines: measured again right before and
+            // right after decode, and decode's fraction taken against their mean.
+            let readProbe = ReadProbe()
             log(directory.map { "loading \($0.url.path)..." } ?? "making \(preset.rawValue) with synthetic \(dtype.rawValue) weights...")
             let made = Date()
             let weights = try directory.map { try WeightStore(directory: $0.url, quantizeMatrices: quantizeMatrices) }
@@ -78,6 +81,7 @@ struct BenchCommand: AsyncParsableCommand {
             var logits = model.head!(h.rows((promptTokens - 1)..<promptTokens)).scalars
             let prefillSeconds = Date().timeIntervalSince(t1)
 
+            let readBeforeDecode = readProbe.measure()
             log("decode \(decodeTokens) tokens...")
             let t2 = Date()
             for _ in 0..<decodeTokens {
@@ -87,6 +91,8 @@ struct BenchCommand: AsyncParsableCommand {
                 logits = model.head!(step).scalars
             }
             let decodeSeconds = Date().timeIntervalSince(t2)
+            let readAfterDecode = readProbe.measure()
+            let readAroundDecode = (readBeforeDecode + readAfterDecode) / 2
             let bytesPerToken = model.language.weightBytesPerToken + model.head!.weightBytes
             let decodeTokensPerSecond = Double(decodeTokens) / decodeSeconds
             let streamed = Double(bytesPerToken) * decodeTokensPerSecond / 1e9
@@ -105,7 +111,9 @@ struct BenchCommand: AsyncParsableCommand {
                 "decode_weight_gb_per_second": streamed,
                 "machine_memory_read_gb_per_second": limits.memoryReadGBps,
                 "machine_sgemm_gflops": limits.sgemmGFLOPS,
-                "decode_fraction_of_memory_bandwidth": streamed / limits.memoryReadGBps,
+                "memory_read_gb_per_second_before_decode": readBeforeDecode,
+                "memory_read_gb_per_second_after_decode": readAfterDecode,
+                "decode_fraction_of_memory_bandwidth": streamed / readAroundDecode,
             ]
             let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
             print(String(decoding: data, as: UTF8.self))

@@ -105,6 +105,15 @@ int fk_quantize_weight_row_q8(int8_t *q, uint16_t *scale, const float *w, size_t
 float fk_f16_to_f32(uint16_t h);
 uint16_t fk_f32_to_f16(float f);
 
+/// Spin-wait hint (x86 `pause`) for threads polling for work (FlamingoCore's WorkerPool).
+static inline void fk_cpu_relax(void) {
+#if defined(__x86_64__)
+    __asm__ __volatile__("pause");
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
 #ifdef __cplusplus
 }
 #endif

@@ -211,16 +211,32 @@ public func matmul(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, we
     }
 }
 
-/// Calls `body(firstRow, rowCount)` once per compute thread on contiguous ranges of the `n`
-/// output features (multiples of 16 rows, so every thread starts on a register-tile boundary).
+/// Calls `body(firstRow, rowCount)` on contiguous ranges of the `n` output features, spread over
+/// the compute threads: each thread takes the next range from a shared counter until none is left,
+/// so a thread that streams slower (or started later) does less and no thread waits long for the
+/// other at the end. Ranges are multiples of 48 rows, so every one starts on a register-tile
+/// boundary of every kernel family (tiles of 3, 4, 6, 8 and 16 rows). Which thread computes a row
+/// never changes its value (the kernels are batch invariant).
 @inline(__always)
 func forEachOutputRange(_ n: Int, _ body: (Int, Int) -> Void) {
-    let granule = 16
+    let granule = 48
     let granules = (n + granule - 1) / granule
-    parallelFor(granules) { range in
-        let lo = range.lowerBound * granule
-        let hi = min(n, range.upperBound * granule)
-        if lo < hi { body(lo, hi - lo) }
+    let threads = min(ComputeThreads.count, granules)
+    if threads <= 1 {
+        body(0, n)
+        return
+    }
+    let perRange = max(1, granules / (threads * 8))  // about 8 ranges per thread
+    let ranges = (granules + perRange - 1) / perRange
+    let next = Atomic<Int>(0)
+    parallelFor(threads) { _ in
+        while true {
+            let r = next.add(1, ordering: .relaxed).oldValue
+            if r >= ranges { break }
+            let lo = r * perRange * granule
+            let hi = min(n, lo + perRange * granule)
+            body(lo, hi - lo)
+        }
     }
 }
 

@@ -26,7 +26,8 @@ public enum ComputeThreads {
 }
 
 /// Runs `body(range)` over `0..<count` split into at most `ComputeThreads.count` contiguous chunks.
-/// Small jobs (fewer than `minChunk` items per thread) run inline.
+/// Small jobs (fewer than `minChunk` items per thread) run inline. Chunks run on the WorkerPool
+/// (Dispatch when another caller holds it).
 @inline(__always)
 public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Range<Int>) -> Void) {
     let threads = min(ComputeThreads.count, max(1, count / max(minChunk, 1)))
@@ -35,6 +36,14 @@ public func parallelFor(_ count: Int, minChunk: Int = 1, _ body: (Range<Int>) ->
         return
     }
     let chunk = (count + threads - 1) / threads
+    if let pool = WorkerPool.acquire(workers: threads - 1) {
+        pool.run(threads) { t in
+            let lo = t * chunk
+            let hi = min(count, lo + chunk)
+            if lo < hi { body(lo..<hi) }
+        }
+        return
+    }
     withoutActuallyEscaping(body) { body in
         // The chunks are disjoint and concurrentPerform returns only when all are done, so sharing
         // the caller's closure (and the buffers it captures) across threads is safe.
