@@ -80,6 +80,35 @@ func pipelineOverOneToFiveRanksEqualsOneProcess(fixture: String) throws {
     }
 }
 
+/// Every kernel level the CPU has (each family's variants, int8 weights included) keeps the
+/// pipeline bit-identical to one process under the same level. A level the CPU lacks is skipped
+/// with the reason printed (generateMatchesGoldens checks it is refused).
+@Test(.enabled(if: MPI.available), arguments: ["portable", "avx2", "avx512"])
+func pipelineIsBitIdenticalUnderEveryKernelLevel(kernels: String) throws {
+    if let reason = kernelLevelAvailability()[kernels] ?? nil {
+        print("FLAMINGO_KERNELS=\(kernels): skipped, \(reason)")
+        return
+    }
+    let env = ["FLAMINGO_KERNELS": kernels]
+    for (fixture, extra) in [("bf16", []), ("bf16", ["--quantize", "int8"]), ("interval2_qknorm", [])] {
+        let cases = try goldenCases(fixture)
+        let requests = try requestsFile(fixture: fixture, cases: cases)
+        defer { try? FileManager.default.removeItem(atPath: requests) }
+        let args = ["generate", "--model", CLI.models.appendingPathComponent(fixture).path, "--requests", requests, "--greedy"] + extra
+        let what = "\(fixture) \(extra.joined(separator: " ")) [\(kernels)]"
+        let referenceLogits = tempPath("logits") + ".npy", logits = tempPath("logits") + ".npy"
+        defer { try? FileManager.default.removeItem(atPath: referenceLogits); try? FileManager.default.removeItem(atPath: logits) }
+        let reference = try CLI.run(args + ["--dump-logits", referenceLogits, "--threads", "2"], environment: env)
+        #expect(reference.status == 0, "\(what): \(reference.stderr)")
+        let r = try MPI.run(ranks: 3, args + ["--dump-logits", logits], extraEnvironment: env)
+        #expect(r.status == 0, "\(what) -np 3: \(r.stderr)")
+        guard reference.status == 0, r.status == 0 else { continue }
+        #expect(r.stdout == reference.stdout, "\(what) -np 3: tokens differ from one process")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: logits)) == Data(contentsOf: URL(fileURLWithPath: referenceLogits)),
+                "\(what) -np 3: logits are not bit-identical to one process")
+    }
+}
+
 @Test(.enabled(if: MPI.available))
 func visionOnItsOwnRankGivesTheSameAnswer() throws {
     let fixture = "interval2_qknorm"
