@@ -31,7 +31,9 @@ final class WorkerPool: @unchecked Sendable {
     private init(workers: Int) {
         self.workers = workers
         for w in 1...workers {
-            let thread = Thread { [unowned self] in self.work(index: w) }
+            // Each thread keeps the pool alive until it has seen `stop` (a replaced pool must not
+            // be freed under a worker still polling it).
+            let thread = Thread { self.work(index: w) }
             thread.name = "flamingo-compute-\(w)"
             thread.start()
         }
