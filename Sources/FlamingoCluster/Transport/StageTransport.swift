@@ -50,7 +50,10 @@ public enum TransportError: Error, LocalizedError, Equatable {
 
 /// A thread-safe FIFO with a timed wait.
 final class Inbox<Element>: @unchecked Sendable {
-    private var items: [Element] = []
+    // A popped slot is emptied at once (a message holds activation tensors; keeping up to a
+    // thousand consumed ones alive until the next compaction held their memory), and the consumed
+    // prefix is dropped when the queue empties or is most of the array.
+    private var items: [Element?] = []
     private var head = 0
     private let condition = NSCondition()
 
@@ -69,9 +72,12 @@ final class Inbox<Element>: @unchecked Sendable {
             if !condition.wait(until: deadline) { break }
         }
         guard head < items.count else { return nil }
-        let item = items[head]
+        let item = items[head].take()
         head += 1
-        if head > 1024 && head * 2 > items.count {
+        if head == items.count {
+            items.removeAll(keepingCapacity: true)
+            head = 0
+        } else if head > 1024 && head * 2 > items.count {
             items.removeFirst(head)
             head = 0
         }

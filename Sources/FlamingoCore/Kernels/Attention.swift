@@ -21,26 +21,36 @@ public func attention(
     if t == 0 { return }
     let width = heads * headDim
     let (ldq, ldk, ldv, ldo) = (ldq ?? width, ldk ?? width, ldv ?? width, ldo ?? width)
-    // Heads in parallel, each with its own scores buffer; rows of a head never split, so the
-    // result does not depend on the thread count.
-    parallelFor(heads) { range in
-        let scores = UnsafeMutablePointer<Float>.allocate(capacity: max(1, t * s))
-        defer { scores.deallocate() }
-        for h in range {
-            let off = h * headDim
-            sgemmNT(out: scores, a: q + off, b: k + off, m: t, n: s, k: headDim, lda: ldq, ldb: ldk, ldc: s)
-            for i in 0..<t {
-                let row = scores + i * s
-                let visible: Int
-                switch mask {
-                case .none: visible = s
-                case .causal(let offset): visible = min(s, offset + i + 1)
+    // Heads in parallel, one contiguous group of heads per compute thread, each group with its own
+    // scores [T, S] in one scratch block taken here on the calling thread; rows of a head never
+    // split, so the result does not depend on the thread count. A group's scores get room for S
+    // rounded up to 256 keys, so the scratch only changes size class every 256 positions while
+    // decode grows S by one per token (llama.cpp pads its attended KV length to 256 likewise).
+    let groups = min(ComputeThreads.count, heads)
+    let headsPerGroup = (heads + groups - 1) / groups
+    let groupFloats = t * ((s + 255) / 256 * 256)
+    TensorMemory.withScratch(byteCount: max(1, groups * groupFloats) * MemoryLayout<Float>.size) { scratch in
+        let allScores = scratch.bindMemory(to: Float.self, capacity: max(1, groups * groupFloats))
+        parallelFor(groups) { range in
+            for g in range {
+                let scores = allScores + g * groupFloats
+                for h in (g * headsPerGroup)..<min(heads, (g + 1) * headsPerGroup) {
+                    let off = h * headDim
+                    sgemmNT(out: scores, a: q + off, b: k + off, m: t, n: s, k: headDim, lda: ldq, ldb: ldk, ldc: s)
+                    for i in 0..<t {
+                        let row = scores + i * s
+                        let visible: Int
+                        switch mask {
+                        case .none: visible = s
+                        case .causal(let offset): visible = min(s, offset + i + 1)
+                        }
+                        for j in 0..<visible { row[j] *= scale }
+                        softmaxRow(row, visible)
+                        for j in visible..<s { row[j] = 0 }
+                    }
+                    sgemmNN(out: out + off, a: scores, b: v + off, m: t, n: headDim, k: s, lda: s, ldb: ldv, ldc: ldo)
                 }
-                for j in 0..<visible { row[j] *= scale }
-                softmaxRow(row, visible)
-                for j in visible..<s { row[j] = 0 }
             }
-            sgemmNN(out: out + off, a: scores, b: v + off, m: t, n: headDim, k: s, lda: s, ldb: ldv, ldc: ldo)
         }
     }
 }

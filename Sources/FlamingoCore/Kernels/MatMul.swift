@@ -123,7 +123,8 @@ public func linear(_ x: Tensor, weight: WeightMatrix, bias: Tensor? = nil) -> Te
     let n = weight.rows
     var outShape = x.shape
     outShape[outShape.count - 1] = n
-    var y = Tensor(zeros: outShape)
+    // Every output is written (the kernels store, never accumulate), so no zero fill.
+    var y = Tensor(uninitialized: outShape)
     y.withMutableFloats { out in
         x.withFloats { inp in
             matmul(out: out.baseAddress!, x: inp.baseAddress!, weight: weight, t: t, k: k, n: n)
@@ -174,42 +175,53 @@ public func matmul(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, we
             }
         }
     case .bf16:
-        let rounded = UnsafeMutablePointer<UInt16>.allocate(capacity: t * k)
-        defer { rounded.deallocate() }
-        let xs = UncheckedSendable(x), r = UncheckedSendable(rounded)
-        parallelFor(t * k, minChunk: 1 << 14) { range in
-            kernels.bf16.round_bf16(r.value + range.lowerBound, xs.value + range.lowerBound, range.count)
-        }
-        weight.values.withUnsafeRawBytes { raw in
-            let w = UncheckedSendable(raw.bindMemory(to: UInt16.self).baseAddress!)
-            forEachOutputRange(n) { j0, rows in
-                kernels.bf16.matmul_bf16(out.value + j0, n, r.value, k, w.value + j0 * k, t, rows, k)
+        // The bf16-rounded activations live in scratch taken here, on the calling thread, before
+        // the work fans out; the compute threads only read it.
+        TensorMemory.withScratch(byteCount: t * k * MemoryLayout<UInt16>.size) { scratch in
+            let rounded = scratch.bindMemory(to: UInt16.self, capacity: t * k)
+            let xs = UncheckedSendable(x), r = UncheckedSendable(rounded)
+            parallelFor(t * k, minChunk: 1 << 14) { range in
+                kernels.bf16.round_bf16(r.value + range.lowerBound, xs.value + range.lowerBound, range.count)
+            }
+            weight.values.withUnsafeRawBytes { raw in
+                let w = UncheckedSendable(raw.bindMemory(to: UInt16.self).baseAddress!)
+                forEachOutputRange(n) { j0, rows in
+                    kernels.bf16.matmul_bf16(out.value + j0, n, r.value, k, w.value + j0 * k, t, rows, k)
+                }
             }
         }
     case .int8:
         let blocks = WeightMatrix.blockCount(k)
-        let q = UnsafeMutablePointer<Int8>.allocate(capacity: t * blocks * q8BlockSize)
-        let scale = UnsafeMutablePointer<Float>.allocate(capacity: t * blocks)
-        let sum = UnsafeMutablePointer<Int32>.allocate(capacity: t * blocks)
-        defer { q.deallocate(); scale.deallocate(); sum.deallocate() }
-        let xs = UncheckedSendable(x)
-        let rows = UncheckedSendable(fk_q8_rows(q: q, scale: scale, sum: sum))
-        parallelFor(t, minChunk: 4) { range in
-            let r = rows.value, i = range.lowerBound
-            let mine = fk_q8_rows(q: r.q + i * blocks * q8BlockSize, scale: r.scale + i * blocks, sum: r.sum + i * blocks)
-            kernels.q8.quantize_rows_q8(mine, xs.value + i * k, k, range.count, k)
-        }
-        weight.values.withUnsafeRawBytes { raw in
-            weight.scales!.withUnsafeRawBytes { rawScales in
-                let wq = UncheckedSendable(raw.bindMemory(to: Int8.self).baseAddress!)
-                let ws = UncheckedSendable(rawScales.bindMemory(to: UInt16.self).baseAddress!)
-                forEachOutputRange(n) { j0, count in
-                    kernels.q8.matmul_q8(out.value + j0, n, rows.value, wq.value + j0 * k, ws.value + j0 * blocks, t, count, k)
+        // One scratch block for the quantized rows: q, then scale, then sum, each 64-byte aligned.
+        let qBytes = roundUp64(t * blocks * q8BlockSize)
+        let scaleBytes = roundUp64(t * blocks * MemoryLayout<Float>.size)
+        let sumBytes = t * blocks * MemoryLayout<Int32>.size
+        TensorMemory.withScratch(byteCount: qBytes + scaleBytes + sumBytes) { scratch in
+            let q = scratch.bindMemory(to: Int8.self, capacity: t * blocks * q8BlockSize)
+            let scale = (scratch + qBytes).bindMemory(to: Float.self, capacity: t * blocks)
+            let sum = (scratch + qBytes + scaleBytes).bindMemory(to: Int32.self, capacity: t * blocks)
+            let xs = UncheckedSendable(x)
+            let rows = UncheckedSendable(fk_q8_rows(q: q, scale: scale, sum: sum))
+            parallelFor(t, minChunk: 4) { range in
+                let r = rows.value, i = range.lowerBound
+                let mine = fk_q8_rows(q: r.q + i * blocks * q8BlockSize, scale: r.scale + i * blocks, sum: r.sum + i * blocks)
+                kernels.q8.quantize_rows_q8(mine, xs.value + i * k, k, range.count, k)
+            }
+            weight.values.withUnsafeRawBytes { raw in
+                weight.scales!.withUnsafeRawBytes { rawScales in
+                    let wq = UncheckedSendable(raw.bindMemory(to: Int8.self).baseAddress!)
+                    let ws = UncheckedSendable(rawScales.bindMemory(to: UInt16.self).baseAddress!)
+                    forEachOutputRange(n) { j0, count in
+                        kernels.q8.matmul_q8(out.value + j0, n, rows.value, wq.value + j0 * k, ws.value + j0 * blocks, t, count, k)
+                    }
                 }
             }
         }
     }
 }
+
+@inline(__always)
+private func roundUp64(_ bytes: Int) -> Int { (bytes + 63) & ~63 }
 
 /// Calls `body(firstRow, rowCount)` on contiguous ranges of the `n` output features, spread over
 /// the compute threads: each thread takes the next range from a shared counter until none is left,

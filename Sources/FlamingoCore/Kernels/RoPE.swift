@@ -20,26 +20,43 @@ public struct RotaryEmbedding: Sendable {
         let width = x.dim(-1)
         let rows = x.count / width
         precondition(rows == positions.count && width % headDim == 0, "rope: \(x.shape) for \(positions.count) positions")
+        rotate(&x, rows: 0..<rows) { positions[$0] }
+    }
+
+    /// Rotates rows `rows` of `x` [T, heads·headDim] in place: consecutive positions from
+    /// `firstPosition` (one sequence's next tokens; no positions array per call).
+    public func apply(_ x: inout Tensor, rows: Range<Int>, firstPosition: Int) {
+        let width = x.dim(-1)
+        precondition(rows.lowerBound >= 0 && rows.upperBound <= x.count / width && width % headDim == 0,
+                     "rope: rows \(rows) of \(x.shape)")
+        rotate(&x, rows: rows) { firstPosition + ($0 - rows.lowerBound) }
+    }
+
+    @inline(__always)
+    private func rotate(_ x: inout Tensor, rows: Range<Int>, position: (Int) -> Int) {
+        let width = x.dim(-1)
         let half = headDim / 2
         x.withMutableFloats { v in
-            var cosines = [Float](repeating: 0, count: half)
-            var sines = [Float](repeating: 0, count: half)
-            for r in 0..<rows {
-                let p = Float(positions[r])
-                for i in 0..<half {
-                    let angle = p * inverseFrequencies[i]
-                    cosines[i] = cos(angle)
-                    sines[i] = sin(angle)
-                }
-                var h = 0
-                while h < width {
-                    let base = v.baseAddress! + r * width + h
+            // cos and sin of one row's angles, on the stack (no heap allocation per call).
+            withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * max(half, 1)) { table in
+                let cosines = table.baseAddress!, sines = table.baseAddress! + half
+                for r in rows {
+                    let p = Float(position(r))
                     for i in 0..<half {
-                        let x1 = base[i], x2 = base[i + half]
-                        base[i] = x1 * cosines[i] - x2 * sines[i]
-                        base[i + half] = x2 * cosines[i] + x1 * sines[i]
+                        let angle = p * inverseFrequencies[i]
+                        cosines[i] = cos(angle)
+                        sines[i] = sin(angle)
                     }
-                    h += headDim
+                    var h = 0
+                    while h < width {
+                        let base = v.baseAddress! + r * width + h
+                        for i in 0..<half {
+                            let x1 = base[i], x2 = base[i + half]
+                            base[i] = x1 * cosines[i] - x2 * sines[i]
+                            base[i + half] = x2 * cosines[i] + x1 * sines[i]
+                        }
+                        h += headDim
+                    }
                 }
             }
         }

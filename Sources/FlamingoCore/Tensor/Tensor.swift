@@ -1,18 +1,26 @@
 import Foundation
 
-/// Memory a tensor's elements live in: either owned (allocated here, freed on deinit) or
-/// borrowed from a longer-lived owner such as a memory-mapped checkpoint file.
+/// Memory a tensor's elements live in: either owned (from `TensorMemory`, the caching allocator,
+/// given back on deinit) or borrowed from a longer-lived owner such as a memory-mapped checkpoint
+/// file.
 public final class TensorStorage: @unchecked Sendable {
     public let base: UnsafeMutableRawPointer
     public let byteCount: Int
     /// Keeps a borrowed region (e.g. an mmap) alive; nil when this storage owns `base`.
     private let owner: AnyObject?
 
-    /// Allocates zeroed, 64-byte aligned memory.
+    /// Zeroed, 64-byte aligned memory.
     public init(byteCount: Int) {
         self.byteCount = byteCount
-        self.base = UnsafeMutableRawPointer.allocate(byteCount: max(byteCount, 1), alignment: 64)
-        self.base.initializeMemory(as: UInt8.self, repeating: 0, count: max(byteCount, 1))
+        self.base = TensorMemory.allocate(byteCount: byteCount, zeroed: true)
+        self.owner = nil
+    }
+
+    /// 64-byte aligned memory whose contents are unspecified (a reused block keeps old values):
+    /// only for memory the caller overwrites entirely before anything reads it.
+    public init(uninitializedByteCount byteCount: Int) {
+        self.byteCount = byteCount
+        self.base = TensorMemory.allocate(byteCount: byteCount, zeroed: false)
         self.owner = nil
     }
 
@@ -26,7 +34,7 @@ public final class TensorStorage: @unchecked Sendable {
     public var isBorrowed: Bool { owner != nil }
 
     deinit {
-        if owner == nil { base.deallocate() }
+        if owner == nil { TensorMemory.release(base, byteCount: byteCount) }
     }
 }
 
@@ -49,10 +57,20 @@ public struct Tensor: @unchecked Sendable {
         self.byteOffset = 0
     }
 
+    /// A tensor whose elements are unspecified (reused memory keeps old values): for outputs the
+    /// caller overwrites entirely before anything reads them (matmul outputs, copies).
+    public init(uninitialized shape: [Int], dtype: DType = .f32) {
+        precondition(shape.allSatisfy { $0 >= 0 }, "negative dimension in \(shape)")
+        self.dtype = dtype
+        self.shape = shape
+        self.storage = TensorStorage(uninitializedByteCount: shape.reduce(1, *) * dtype.size)
+        self.byteOffset = 0
+    }
+
     /// An f32 tensor holding `values`.
     public init(_ values: [Float], shape: [Int]) {
         precondition(values.count == shape.reduce(1, *), "\(values.count) values for shape \(shape)")
-        self.init(zeros: shape)
+        self.init(uninitialized: shape)
         values.withUnsafeBytes { src in
             storage.base.copyMemory(from: src.baseAddress!, byteCount: src.count)
         }
@@ -121,7 +139,7 @@ public struct Tensor: @unchecked Sendable {
     /// Copy-on-write: gives this tensor its own writable memory unless it already has it.
     private mutating func makeStorageUniqueAndOwned() {
         if !isKnownUniquelyReferenced(&storage) || storage.isBorrowed || byteOffset != 0 || storage.byteCount != byteCount {
-            let fresh = TensorStorage(byteCount: byteCount)
+            let fresh = TensorStorage(uninitializedByteCount: byteCount)
             fresh.base.copyMemory(from: storage.base + byteOffset, byteCount: byteCount)
             storage = fresh
             byteOffset = 0
@@ -131,7 +149,7 @@ public struct Tensor: @unchecked Sendable {
     /// The elements widened to f32 (a copy for f16/bf16; shares storage for f32).
     public func toF32() -> Tensor {
         if dtype == .f32 { return self }
-        var out = Tensor(zeros: shape)
+        var out = Tensor(uninitialized: shape)
         withUnsafeRawBytes { raw in
             let halves = raw.bindMemory(to: UInt16.self)
             out.withMutableFloats { dst in
@@ -153,7 +171,7 @@ public struct Tensor: @unchecked Sendable {
         precondition(target != .i8, "int8 needs scales: use WeightMatrix.quantizedInt8")
         let f32 = toF32()
         if target == .f32 { return f32 }
-        var out = Tensor(zeros: shape, dtype: target)
+        var out = Tensor(uninitialized: shape, dtype: target)
         f32.withFloats { src in
             out.withUnsafeMutableRawBytes { raw in
                 let dst = raw.bindMemory(to: UInt16.self)

@@ -26,6 +26,10 @@ public struct SeededGenerator: RandomNumberGenerator, Sendable {
 public struct Sampler: Sendable {
     public let parameters: SamplingParameters
     private var generator: SeededGenerator
+    // Sampling's per-step work arrays, kept between steps (filled anew each step) so a step
+    // allocates nothing once they have reached the vocabulary's size.
+    private var probabilities: [Float] = []
+    private var order: [Int] = []
 
     public init(_ parameters: SamplingParameters) {
         self.parameters = parameters
@@ -43,24 +47,29 @@ public struct Sampler: Sendable {
         case .sample(let temperature, let topP, _):
             if temperature <= 0 { return Self.argmax(logits) }
             let maxLogit = logits.max() ?? 0
-            var probabilities = logits.map { exp(($0 - maxLogit) / temperature) }
+            probabilities.removeAll(keepingCapacity: true)
+            for l in logits { probabilities.append(exp((l - maxLogit) / temperature)) }
             let total = probabilities.reduce(0, +)
             for i in probabilities.indices { probabilities[i] /= total }
-            let order = probabilities.indices.sorted { probabilities[$0] > probabilities[$1] || (probabilities[$0] == probabilities[$1] && $0 < $1) }
-            var kept: [Int] = []
+            // A total order (ties by id), so the sort's result is unique.
+            order.removeAll(keepingCapacity: true)
+            order.append(contentsOf: probabilities.indices)
+            order.sort { [probabilities] a, b in probabilities[a] > probabilities[b] || (probabilities[a] == probabilities[b] && a < b) }
+            // The kept tokens are order[0..<kept]: the smallest prefix whose mass reaches topP.
+            var kept = 0
             var mass: Float = 0
             for i in order {
-                kept.append(i)
+                kept += 1
                 mass += probabilities[i]
                 if mass >= topP { break }
             }
             let draw = Float(Double(generator.next() >> 11) / Double(1 << 53)) * mass
             var acc: Float = 0
-            for i in kept {
+            for i in order[0..<kept] {
                 acc += probabilities[i]
                 if draw < acc { return i }
             }
-            return kept.last ?? Self.argmax(logits)
+            return kept > 0 ? order[kept - 1] : Self.argmax(logits)
         }
     }
 
@@ -85,6 +94,7 @@ public struct SequenceOutput: Sendable {
         sampler = Sampler(request.sampling)
         stopTokens = request.stopTokens
         maxTokens = request.maxTokens
+        tokens.reserveCapacity(min(max(request.maxTokens, 0), 1 << 16))  // no regrowth while decoding
     }
 
     /// Picks the next token from `logits` and appends it; `finish` says why generation ends

@@ -43,16 +43,13 @@ struct SelfAttention: Sendable {
     func callAsFunction(_ x: Tensor, slices: [SequenceSlice], caches: inout [SequenceCache], layer: Int) -> Tensor {
         let c = x.dim(-1)
         let t = x.count / c
-        var positions: [Int] = []
-        positions.reserveCapacity(t)
-        for (s, slice) in slices.enumerated() {
-            positions += (caches[s].length..<(caches[s].length + slice.rows.count))
-        }
         var queries = q(x)
         var keys = k(x)
         let values = v(x)
-        rope.apply(&queries, positions: positions)
-        rope.apply(&keys, positions: positions)
+        for (s, slice) in slices.enumerated() {
+            rope.apply(&queries, rows: slice.rows, firstPosition: caches[s].length)
+            rope.apply(&keys, rows: slice.rows, firstPosition: caches[s].length)
+        }
         let headDim = c / headCount
         var out = Tensor(zeros: [t, c])
         for (s, slice) in slices.enumerated() {

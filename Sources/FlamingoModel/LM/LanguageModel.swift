@@ -17,13 +17,27 @@ public struct TokenEmbedding: Sendable {
     /// ids (each < total vocabulary; checked by the caller) → [T, C]
     public func callAsFunction(_ ids: [Int]) -> Tensor {
         let c = base.dim(1)
-        var out = Tensor(zeros: [ids.count, c])
+        var out = Tensor(uninitialized: [ids.count, c])
         out.withMutableFloats { dst in
             for (i, id) in ids.enumerated() {
                 let (table, row) = id < vocabSize ? (base, id) : (additional!, id - vocabSize)
-                let rowTensor = table.rows(row..<(row + 1)).toF32()
-                rowTensor.withFloats { src in
-                    for j in 0..<c { dst[i * c + j] = src[j] }
+                // Widened straight into the output row (no temporary row tensor per token).
+                let o = dst.baseAddress! + i * c
+                table.withUnsafeRawBytes { raw in
+                    switch table.dtype {
+                    case .f32:
+                        let src = raw.bindMemory(to: Float.self).baseAddress! + row * c
+                        for j in 0..<c { o[j] = src[j] }
+                    case .bf16:
+                        let src = raw.bindMemory(to: UInt16.self).baseAddress! + row * c
+                        for j in 0..<c { o[j] = bf16ToFloat(src[j]) }
+                    case .f16:
+                        let src = raw.bindMemory(to: UInt16.self).baseAddress! + row * c
+                        for j in 0..<c { o[j] = f16ToFloat(src[j]) }
+                    case .i8:
+                        let src = raw.bindMemory(to: Int8.self).baseAddress! + row * c
+                        for j in 0..<c { o[j] = Float(src[j]) }
+                    }
                 }
             }
         }
