@@ -10,7 +10,9 @@
     void fk_##f##_matmul_f16(float *out, size_t ldo, const float *x, size_t ldx, const uint16_t *w, size_t t, size_t n, size_t k); \
     void fk_##f##_matmul_bf16(float *out, size_t ldo, const uint16_t *x, size_t ldx, const uint16_t *w, size_t t, size_t n, size_t k); \
     void fk_##f##_quantize_rows_q8(fk_q8_rows rows, const float *x, size_t ldx, size_t t, size_t k); \
-    void fk_##f##_matmul_q8(float *out, size_t ldo, fk_q8_rows x, const int8_t *wq, const uint16_t *wscale, size_t t, size_t n, size_t k);
+    void fk_##f##_matmul_q8(float *out, size_t ldo, fk_q8_rows x, const int8_t *wq, const uint16_t *wscale, size_t t, size_t n, size_t k); \
+    void fk_##f##_activate(float *v, const float *u, size_t n, int act); \
+    void fk_##f##_softmax(float *v, size_t n, float scale);
 
 FK_DECLARE_FAMILY(naive)
 FK_DECLARE_FAMILY(portable)

@@ -6,7 +6,8 @@
 //            the memory-read bandwidth ReadProbe measures right before and right after it;
 //            "one matrix" is a single [N, K] matrix of that size, "layers" the same bytes as
 //            decode meets them (a sequence of [2048, 2048]..[5632, 2048] matrices, one call each).
-//   prefill  T = 128 rows against a [4096, 4096] matrix: GFLOP/s (GOP/s for int8), and its
+//   prefill  T = 128 rows (--prefill-rows) against a [4096, 4096] matrix (--prefill-shape N,K):
+//            GFLOP/s (GOP/s for int8), and its
 //            fraction of the peak of the instruction that family's inner loop is built on
 //            (flamingo_probes.h), measured on every thread in the same round.
 //
@@ -21,6 +22,7 @@ struct Options {
     var rounds = 3
     var threads = ProcessInfo.processInfo.activeProcessorCount
     var prefillRows = 128
+    var prefillShape = (n: 4096, k: 4096)
     var formats: [WeightFormat] = [.bf16, .int8, .f16, .f32]
     var families: [String]? = nil
     var json: String? = nil
@@ -43,6 +45,10 @@ struct Options {
             case "--rounds": o.rounds = number("--rounds")
             case "--threads": o.threads = number("--threads")
             case "--prefill-rows": o.prefillRows = number("--prefill-rows")
+            case "--prefill-shape":
+                let parts = value().split(separator: ",").compactMap { Int($0) }
+                guard parts.count == 2, parts.allSatisfy({ $0 > 0 }) else { fail("--prefill-shape needs N,K (positive)") }
+                o.prefillShape = (parts[0], parts[1])
             case "--formats":
                 o.formats = value().split(separator: ",").map { name in
                     guard let format = WeightFormat(name: String(name)) else { fail("unknown format \(name)") }
@@ -52,7 +58,7 @@ struct Options {
             case "--json": o.json = value()
             case "-h", "--help":
                 print("""
-                usage: KernelBench [--gb 1.0] [--rounds 3] [--threads N] [--prefill-rows 128]
+                usage: KernelBench [--gb 1.0] [--rounds 3] [--threads N] [--prefill-rows 128] [--prefill-shape 4096,4096]
                                    [--formats bf16,int8,f16,f32] [--families portable,avx2,...] [--json FILE]
                 """)
                 exit(0)
@@ -186,7 +192,7 @@ if let wanted, wanted.count != families.count {
 }
 
 print("cpu: \(cpu.description)")
-print("threads: \(options.threads), rounds: \(options.rounds), decode weights: \(options.gigabytes) GB per format, prefill rows: \(options.prefillRows)")
+print("threads: \(options.threads), rounds: \(options.rounds), decode weights: \(options.gigabytes) GB per format, prefill: \(options.prefillRows) rows against [\(options.prefillShape.n), \(options.prefillShape.k)]")
 
 let k = 4096
 let layerShapes: [(n: Int, k: Int)] = [(2048, 2048), (2048, 2048), (2048, 2048), (2048, 2048), (5632, 2048), (5632, 2048), (2048, 5632)]
@@ -214,13 +220,13 @@ for format in options.formats {
         }
     }
     layerWeights[format] = layers
-    prefillWeights[format] = makeWeights(format, n: 4096, k: 4096, seed: 99)
+    prefillWeights[format] = makeWeights(format, n: options.prefillShape.n, k: options.prefillShape.k, seed: 99)
     print(" \(format.rawValue)", terminator: "")
 }
 print("")
 let probe = ReadProbe()
-let x = (0..<(options.prefillRows * 5632)).map { Float(($0 * 7919) % 2001 - 1000) / 1000 }
-var out = [Float](repeating: 0, count: options.prefillRows * 5632)
+let x = (0..<(options.prefillRows * max(5632, options.prefillShape.k))).map { Float(($0 * 7919) % 2001 - 1000) / 1000 }
+var out = [Float](repeating: 0, count: options.prefillRows * max(5632, options.prefillShape.n))
 
 var readFigures: [Double] = []
 var peakFigures: [String: [Double]] = [:]

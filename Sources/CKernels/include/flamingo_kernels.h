@@ -55,6 +55,16 @@ typedef struct {
     int32_t *sum;
 } fk_q8_rows;
 
+/// Activations of `activate` (FlamingoCore's Activation names the same formulas).
+enum {
+    FK_ACT_GELU = 0,        // 0.5·x·(1 + erf(x/√2))
+    FK_ACT_GELU_TANH = 1,   // 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+    FK_ACT_QUICK_GELU = 2,  // x·σ(1.702·x)
+    FK_ACT_SILU = 3,        // x·σ(x)
+    FK_ACT_RELU = 4,        // max(x, 0)
+    FK_ACT_RELU2 = 5,       // max(x, 0)²
+};
+
 typedef struct {
     /// Name of the instruction family, e.g. "avx512_bf16" (shown in `flamingo info`, bench JSON, HELLO).
     const char *name;
@@ -76,6 +86,14 @@ typedef struct {
     /// x: t rows quantized by quantize_rows_q8 for the same k.
     void (*matmul_q8)(float *out, size_t ldo, fk_q8_rows x, const int8_t *wq, const uint16_t *wscale,
                       size_t t, size_t n, size_t k);
+
+    /// v[i] = act(v[i]) · u[i] (u may be NULL: v[i] = act(v[i])) for i < n; act is an FK_ACT_*.
+    /// Elementwise, so the result does not depend on n or on where v starts. Vector variants use
+    /// polynomials for exp and erf: within a few ulp of float (erf within 1.5e-7), NaN kept.
+    void (*activate)(float *v, const float *u, size_t n, int act);
+    /// v[0..n) = softmax(scale · v): the row scaled, its max subtracted, exp, divided by the sum.
+    /// Variants sum in their own order (a few ulp apart).
+    void (*softmax)(float *v, size_t n, float scale);
 } fk_kernels;
 
 /// The naive twins: plain loops written for clarity (double accumulation), the reference every

@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 /// Elementwise activations used by Flamingo-family models.
@@ -52,28 +53,41 @@ public enum Activation: String, Sendable, Codable {
         case .squaredRelu: let r = max(x, 0); return r * r
         }
     }
+
+    /// The activation's code in the C kernels (FK_ACT_*).
+    var kernelCode: Int32 {
+        switch self {
+        case .gelu: Int32(FK_ACT_GELU)
+        case .geluTanh: Int32(FK_ACT_GELU_TANH)
+        case .quickGelu: Int32(FK_ACT_QUICK_GELU)
+        case .silu: Int32(FK_ACT_SILU)
+        case .relu: Int32(FK_ACT_RELU)
+        case .squaredRelu: Int32(FK_ACT_RELU2)
+        }
+    }
 }
 
-/// y = act(x), elementwise.
-public func activate(_ x: Tensor, _ act: Activation) -> Tensor {
+/// y = act(x), elementwise, through the kernel table's vector code (`apply` is its scalar
+/// definition). Chunks over the compute threads; elementwise, so the split changes nothing.
+public func activate(_ x: Tensor, _ act: Activation, kernels: KernelTable = .active) -> Tensor {
     var y = x
+    let code = act.kernelCode
     y.withMutableFloats { v in
-        parallelFor(v.count, minChunk: 4096) { r in
-            for i in r { v[i] = act.apply(v[i]) }
-        }
+        let p = UncheckedSendable(v.baseAddress!)
+        parallelFor(v.count, minChunk: 1 << 14) { r in kernels.f32.activate(p.value + r.lowerBound, nil, r.count, code) }
     }
     return y
 }
 
 /// y = act(gate) · up, elementwise (SwiGLU when act is SiLU).
-public func gatedActivate(gate: Tensor, up: Tensor, _ act: Activation) -> Tensor {
+public func gatedActivate(gate: Tensor, up: Tensor, _ act: Activation, kernels: KernelTable = .active) -> Tensor {
     precondition(gate.shape == up.shape, "gatedActivate: \(gate.shape) vs \(up.shape)")
     var y = gate
+    let code = act.kernelCode
     y.withMutableFloats { g in
         up.withFloats { u in
-            parallelFor(g.count, minChunk: 4096) { r in
-                for i in r { g[i] = act.apply(g[i]) * u[i] }
-            }
+            let (gp, up) = (UncheckedSendable(g.baseAddress!), UncheckedSendable(u.baseAddress!))
+            parallelFor(g.count, minChunk: 1 << 14) { r in kernels.f32.activate(gp.value + r.lowerBound, up.value + r.lowerBound, r.count, code) }
         }
     }
     return y
@@ -87,15 +101,4 @@ public func addScaled(_ a: inout Tensor, _ b: Tensor, scale: Float = 1) {
             for i in 0..<av.count { av[i] += scale * bv[i] }
         }
     }
-}
-
-/// Numerically stable in-place softmax of one row.
-@inline(__always)
-public func softmaxRow(_ v: UnsafeMutablePointer<Float>, _ n: Int) {
-    var m = -Float.infinity
-    for i in 0..<n { m = max(m, v[i]) }
-    var s: Float = 0
-    for i in 0..<n { let e = exp(v[i] - m); v[i] = e; s += e }
-    let inv = 1 / s
-    for i in 0..<n { v[i] *= inv }
 }

@@ -11,7 +11,7 @@ public enum AttentionMask: Sendable, Equatable {
     case causal(offset: Int)
 }
 
-/// out[T, H·D] = softmax(q·kᵀ·scale + mask)·v, per head, through BLAS.
+/// out[T, H·D] = softmax(q·kᵀ·scale + mask)·v, per head: BLAS products, the kernel table's softmax.
 /// `ldq`, `ldk`, `ldv`, `ldo` are row strides in floats (default H·D).
 public func attention(
     out: UnsafeMutablePointer<Float>, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
@@ -26,6 +26,7 @@ public func attention(
     // split, so the result does not depend on the thread count. A group's scores get room for S
     // rounded up to 256 keys, so the scratch only changes size class every 256 positions while
     // decode grows S by one per token (llama.cpp pads its attended KV length to 256 likewise).
+    let kernels = KernelTable.active
     let groups = min(ComputeThreads.count, heads)
     let headsPerGroup = (heads + groups - 1) / groups
     let groupFloats = t * ((s + 255) / 256 * 256)
@@ -44,8 +45,7 @@ public func attention(
                         case .none: visible = s
                         case .causal(let offset): visible = min(s, offset + i + 1)
                         }
-                        for j in 0..<visible { row[j] *= scale }
-                        softmaxRow(row, visible)
+                        kernels.f32.softmax(row, visible, scale)
                         for j in visible..<s { row[j] = 0 }
                     }
                     sgemmNN(out: out + off, a: scores, b: v + off, m: t, n: headDim, k: s, lda: s, ldb: ldv, ldc: ldo)
