@@ -16,7 +16,7 @@
 
 enum { RM = 4, RN = 6, RN1 = 8 };  // GEMM tile 4x6 (24 accumulators); GEMV (one row) 1x8
 #ifndef FK_KC_BF16
-#define FK_KC_BF16 512
+#define FK_KC_BF16 1024
 #endif
 enum { MB = 256 };                 // rows of X per GEMM pass (multiple of RM)
 enum { KC = FK_KC_BF16 };          // K chunk of the GEMM path (multiple of 32)
