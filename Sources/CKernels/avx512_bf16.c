@@ -81,6 +81,29 @@ FKI void tile(int rm, int rn, float *out, size_t ldo, const uint16_t *x, size_t 
     }
 }
 
+// One activation row against RN1 weight rows (the full tile of the GEMV), each weight line
+// prefetched one tile ahead: while this tile's rows stream, the next tile's rows (the next RN1 * k
+// values, contiguous) are fetched at the same position. Same accumulation as tile(1, RN1, ...).
+FKI void gemv_tile(float *out, const uint16_t *x, const uint16_t *w, size_t k) {
+    __m512 acc[RN1];
+    FK_UNROLL for (int j = 0; j < RN1; j++) acc[j] = _mm512_setzero_ps();
+    const uint16_t *ahead = w + RN1 * k;
+    size_t e = 0;
+    for (; e + 32 <= k; e += 32) {
+        __m512bh xv = load32(x + e);
+        FK_UNROLL for (int j = 0; j < RN1; j++) {
+            _mm_prefetch((const char *)(ahead + j * k + e), _MM_HINT_T1);
+            acc[j] = _mm512_dpbf16_ps(acc[j], xv, load32(w + j * k + e));
+        }
+    }
+    if (e < k) {
+        __mmask32 m = (__mmask32)((1ull << (k - e)) - 1);
+        __m512bh xv = load32m(x + e, m);
+        FK_UNROLL for (int j = 0; j < RN1; j++) acc[j] = _mm512_dpbf16_ps(acc[j], xv, load32m(w + j * k + e, m));
+    }
+    FK_UNROLL for (int j = 0; j < RN1; j++) out[j] = hsum16(acc[j]);
+}
+
 #define TILE_CASE(r, c) case (r) * 16 + (c): tile(r, c, out, ldo, x, ldx, w, ldw, e0, e1, ai, ao); break;
 #define TILE_ROW(r) TILE_CASE(r, 1) TILE_CASE(r, 2) TILE_CASE(r, 3) TILE_CASE(r, 4) TILE_CASE(r, 5) TILE_CASE(r, 6)
 
@@ -101,7 +124,7 @@ FKI void matmul_rows(float *out, size_t ldo, const uint16_t *x, size_t ldx, cons
     }
     if (t == 1) {  // GEMV: stream RN1 weight rows at once, full K in registers
         size_t j = 0;
-        for (; j + RN1 <= n; j += RN1) tile(1, RN1, out + j, ldo, x, ldx, w + j * k, k, 0, k, NULL, NULL);
+        for (; j + RN1 <= n; j += RN1) gemv_tile(out + j, x, w + j * k, k);
         if (j < n) tile_any(1, (int)(n - j), out + j, ldo, x, ldx, w + j * k, k, 0, k, NULL, NULL);
         return;
     }

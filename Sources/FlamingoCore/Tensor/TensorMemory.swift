@@ -174,8 +174,15 @@ public enum TensorMemory {
     private static func systemAllocate(_ bytes: Int, cache: ThreadCache) -> UnsafeMutableRawPointer {
         cache.statistics.systemAllocations += 1
         Counters.systemAllocations.add(1, ordering: .relaxed)
-        return UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64)
+        if bytes < hugePageBytes { return UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 64) }
+        let block = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: hugePageBytes)
+        adviseHugePages(block, byteCount: bytes)
+        return block
     }
+
+    /// Blocks this large (owned weight matrices: synthetic, quantized at load) start on a 2 MiB
+    /// boundary and are advised to be backed by transparent huge pages.
+    static let hugePageBytes = 2 << 20
 
     // MARK: Size classes and free lists
 
@@ -328,4 +335,19 @@ extension TensorMemory.SizeClass {
             self.init((q + 1) << (e - 2))
         }
     }
+}
+
+/// Asks the kernel to back `[base, base + byteCount)` with transparent huge pages (a hint: a no-op
+/// where THP is off or, for file mappings, where the filesystem has no large folios). Weights are
+/// streamed once per token, and with 4 KiB pages every page of a weight row costs a TLB miss and
+/// the hardware prefetcher stops at each page boundary: bf16 decode on the 8-layer bench checkpoint
+/// streamed a median 1.15x faster with its mapping advised (6 interleaved rounds, AMD EPYC
+/// avx512_bf16, Linux 6.18 ext4, THP mode `madvise`).
+public func adviseHugePages(_ base: UnsafeRawPointer, byteCount: Int) {
+    #if os(Linux)
+    let page = 4096
+    let start = (Int(bitPattern: base) + page - 1) & ~(page - 1)
+    let end = (Int(bitPattern: base) + byteCount) & ~(page - 1)
+    if end > start { _ = madvise(UnsafeMutableRawPointer(bitPattern: start), end - start, MADV_HUGEPAGE) }
+    #endif
 }

@@ -60,6 +60,7 @@ final class MappedFile: @unchecked Sendable {
             throw ModelLoadError.badHeader(file: path, reason: "cannot mmap: \(String(cString: strerror(errno)))")
         }
         base = UnsafeRawPointer(p)
+        adviseHugePages(base, byteCount: size)
     }
 
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), size) }
