@@ -117,21 +117,34 @@ public struct WeightMatrix: Sendable {
 
 /// y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias[N]). `x` is f32; W is read in its stored format.
 public func linear(_ x: Tensor, weight: WeightMatrix, bias: Tensor? = nil) -> Tensor {
+    linear(x, weights: [weight], biases: [bias])[0]
+}
+
+/// y_m[T, N_m] = x[T, K] · W_m[N_m, K]ᵀ (+ bias_m) for weights of one format that read the same
+/// input (Q/K/V, gate/up), in one pass (`matmul(outs:x:weights:...)`): the same values as one
+/// `linear` each.
+public func linear(_ x: Tensor, weights: [WeightMatrix], biases: [Tensor?]? = nil) -> [Tensor] {
     let k = x.dim(-1)
     let t = x.count / max(k, 1)
-    precondition(weight.columns == k, "linear: x \(x.shape) vs weight \(weight.values.shape)")
-    let n = weight.rows
-    var outShape = x.shape
-    outShape[outShape.count - 1] = n
+    for w in weights { precondition(w.columns == k, "linear: x \(x.shape) vs weight \(w.values.shape)") }
     // Every output is written (the kernels store, never accumulate), so no zero fill.
-    var y = Tensor(uninitialized: outShape)
-    y.withMutableFloats { out in
+    var ys = weights.map { w -> Tensor in
+        var shape = x.shape
+        shape[shape.count - 1] = w.rows
+        return Tensor(uninitialized: shape)
+    }
+    let outs = ys.indices.map { m in ys[m].withMutableFloats { $0.baseAddress! } }
+    withExtendedLifetime(ys) {
         x.withFloats { inp in
-            matmul(out: out.baseAddress!, x: inp.baseAddress!, weight: weight, t: t, k: k, n: n)
+            matmul(outs: outs, x: inp.baseAddress!, weights: weights, t: t, k: k)
         }
-        if let bias {
-            precondition(bias.count == n, "linear: bias \(bias.shape) for \(n) outputs")
-            let b = bias.toF32()
+    }
+    for (m, bias) in (biases ?? []).enumerated() {
+        guard let bias else { continue }
+        let n = weights[m].rows
+        precondition(bias.count == n, "linear: bias \(bias.shape) for \(n) outputs")
+        let b = bias.toF32()
+        ys[m].withMutableFloats { out in
             b.withFloats { bp in
                 for row in 0..<t {
                     let o = out.baseAddress! + row * n
@@ -140,7 +153,7 @@ public func linear(_ x: Tensor, weight: WeightMatrix, bias: Tensor? = nil) -> Te
             }
         }
     }
-    return y
+    return ys
 }
 
 /// y = x · Wᵀ for a dense weight tensor [N, K].
@@ -149,71 +162,77 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
 }
 
 /// out[T, N] = x[T, K] · W[N, K]ᵀ through the process's kernels (`KernelTable.active`).
-///
-/// Activations are prepared once for the weight's format (bf16: rounded to bf16; int8: quantized
-/// per block of 32), then each compute thread runs the kernel on its own contiguous range of output
-/// features. The kernels are batch invariant, so every output is bit-identical whatever the
-/// thread count or the other rows of the batch.
 public func matmul(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, weight: WeightMatrix,
                    t: Int, k: Int, n: Int, kernels: KernelTable = .active) {
-    if t == 0 || n == 0 { return }
-    precondition(weight.rows == n && weight.columns == k, "matmul: weight \(weight.values.shape) for k \(k), n \(n)")
-    let out = UncheckedSendable(out)
-    switch weight.format {
-    case .f32:
-        weight.values.withFloats { w in
-            let w = UncheckedSendable(w.baseAddress!), x = UncheckedSendable(x)
-            forEachOutputRange(n) { j0, rows in
-                kernels.f32.matmul_f32(out.value + j0, n, x.value, k, w.value + j0 * k, t, rows, k)
+    precondition(weight.rows == n, "matmul: weight \(weight.values.shape) for n \(n)")
+    matmul(outs: [out], x: x, weights: [weight], t: t, k: k, kernels: kernels)
+}
+
+/// outs[m][T, N_m] = x[T, K] · W_m[N_m, K]ᵀ for weights of one format that read the same input
+/// (Q/K/V, gate/up): one pass over the weights, as if they were one matrix.
+///
+/// Activations are prepared once for the weights' format (bf16: rounded to bf16; int8: quantized
+/// per block of 32), then the compute threads share out contiguous ranges of output features of
+/// all the matrices (one fan-out, not one per matrix). The kernels are batch invariant, so every
+/// output is bit-identical whatever the thread count, the other rows of the batch or the matrices
+/// it is grouped with.
+public func matmul(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Float>, weights: [WeightMatrix],
+                   t: Int, k: Int, kernels: KernelTable = .active) {
+    precondition(outs.count == weights.count, "matmul: \(outs.count) outputs for \(weights.count) weights")
+    guard t > 0, let format = weights.first?.format else { return }
+    for w in weights {
+        precondition(w.format == format && w.columns == k, "matmul: weight \(w.format) \(w.values.shape) in a group of \(format) for k \(k)")
+    }
+    let rows = weights.map(\.rows)
+    let outs = UncheckedSendable(outs), xs = UncheckedSendable(x)
+    // The weights' storage is class-owned and outlives this call (the array holds it).
+    let values = UncheckedSendable(weights.map { w in w.values.withUnsafeRawBytes { $0.baseAddress! } })
+    withExtendedLifetime(weights) {
+        switch format {
+        case .f32:
+            forEachOutputRange(rows) { m, j0, count in
+                let w = values.value[m].assumingMemoryBound(to: Float.self)
+                kernels.f32.matmul_f32(outs.value[m] + j0, rows[m], xs.value, k, w + j0 * k, t, count, k)
             }
-        }
-    case .f16:
-        weight.values.withUnsafeRawBytes { raw in
-            let w = UncheckedSendable(raw.bindMemory(to: UInt16.self).baseAddress!), x = UncheckedSendable(x)
-            forEachOutputRange(n) { j0, rows in
-                kernels.f16.matmul_f16(out.value + j0, n, x.value, k, w.value + j0 * k, t, rows, k)
+        case .f16:
+            forEachOutputRange(rows) { m, j0, count in
+                let w = values.value[m].assumingMemoryBound(to: UInt16.self)
+                kernels.f16.matmul_f16(outs.value[m] + j0, rows[m], xs.value, k, w + j0 * k, t, count, k)
             }
-        }
-    case .bf16:
-        // The bf16-rounded activations live in scratch taken here, on the calling thread, before
-        // the work fans out; the compute threads only read it.
-        TensorMemory.withScratch(byteCount: t * k * MemoryLayout<UInt16>.size) { scratch in
-            let rounded = scratch.bindMemory(to: UInt16.self, capacity: t * k)
-            let xs = UncheckedSendable(x), r = UncheckedSendable(rounded)
-            parallelFor(t * k, minChunk: 1 << 14) { range in
-                kernels.bf16.round_bf16(r.value + range.lowerBound, xs.value + range.lowerBound, range.count)
-            }
-            weight.values.withUnsafeRawBytes { raw in
-                let w = UncheckedSendable(raw.bindMemory(to: UInt16.self).baseAddress!)
-                forEachOutputRange(n) { j0, rows in
-                    kernels.bf16.matmul_bf16(out.value + j0, n, r.value, k, w.value + j0 * k, t, rows, k)
+        case .bf16:
+            // The bf16-rounded activations live in scratch taken here, on the calling thread, before
+            // the work fans out; the compute threads only read it.
+            TensorMemory.withScratch(byteCount: t * k * MemoryLayout<UInt16>.size) { scratch in
+                let r = UncheckedSendable(scratch.bindMemory(to: UInt16.self, capacity: t * k))
+                parallelFor(t * k, minChunk: 1 << 14) { range in
+                    kernels.bf16.round_bf16(r.value + range.lowerBound, xs.value + range.lowerBound, range.count)
+                }
+                forEachOutputRange(rows) { m, j0, count in
+                    let w = values.value[m].assumingMemoryBound(to: UInt16.self)
+                    kernels.bf16.matmul_bf16(outs.value[m] + j0, rows[m], r.value, k, w + j0 * k, t, count, k)
                 }
             }
-        }
-    case .int8:
-        let blocks = WeightMatrix.blockCount(k)
-        // One scratch block for the quantized rows: q, then scale, then sum, each 64-byte aligned.
-        let qBytes = roundUp64(t * blocks * q8BlockSize)
-        let scaleBytes = roundUp64(t * blocks * MemoryLayout<Float>.size)
-        let sumBytes = t * blocks * MemoryLayout<Int32>.size
-        TensorMemory.withScratch(byteCount: qBytes + scaleBytes + sumBytes) { scratch in
-            let q = scratch.bindMemory(to: Int8.self, capacity: t * blocks * q8BlockSize)
-            let scale = (scratch + qBytes).bindMemory(to: Float.self, capacity: t * blocks)
-            let sum = (scratch + qBytes + scaleBytes).bindMemory(to: Int32.self, capacity: t * blocks)
-            let xs = UncheckedSendable(x)
-            let rows = UncheckedSendable(fk_q8_rows(q: q, scale: scale, sum: sum))
-            parallelFor(t, minChunk: 4) { range in
-                let r = rows.value, i = range.lowerBound
-                let mine = fk_q8_rows(q: r.q + i * blocks * q8BlockSize, scale: r.scale + i * blocks, sum: r.sum + i * blocks)
-                kernels.q8.quantize_rows_q8(mine, xs.value + i * k, k, range.count, k)
-            }
-            weight.values.withUnsafeRawBytes { raw in
-                weight.scales!.withUnsafeRawBytes { rawScales in
-                    let wq = UncheckedSendable(raw.bindMemory(to: Int8.self).baseAddress!)
-                    let ws = UncheckedSendable(rawScales.bindMemory(to: UInt16.self).baseAddress!)
-                    forEachOutputRange(n) { j0, count in
-                        kernels.q8.matmul_q8(out.value + j0, n, rows.value, wq.value + j0 * k, ws.value + j0 * blocks, t, count, k)
-                    }
+        case .int8:
+            let blocks = WeightMatrix.blockCount(k)
+            let scales = UncheckedSendable(weights.map { w in w.scales!.withUnsafeRawBytes { $0.baseAddress!.assumingMemoryBound(to: UInt16.self) } })
+            // One scratch block for the quantized rows: q, then scale, then sum, each 64-byte aligned.
+            let qBytes = roundUp64(t * blocks * q8BlockSize)
+            let scaleBytes = roundUp64(t * blocks * MemoryLayout<Float>.size)
+            let sumBytes = t * blocks * MemoryLayout<Int32>.size
+            TensorMemory.withScratch(byteCount: qBytes + scaleBytes + sumBytes) { scratch in
+                let q = scratch.bindMemory(to: Int8.self, capacity: t * blocks * q8BlockSize)
+                let scale = (scratch + qBytes).bindMemory(to: Float.self, capacity: t * blocks)
+                let sum = (scratch + qBytes + scaleBytes).bindMemory(to: Int32.self, capacity: t * blocks)
+                let quantized = UncheckedSendable(fk_q8_rows(q: q, scale: scale, sum: sum))
+                parallelFor(t, minChunk: 4) { range in
+                    let r = quantized.value, i = range.lowerBound
+                    let mine = fk_q8_rows(q: r.q + i * blocks * q8BlockSize, scale: r.scale + i * blocks, sum: r.sum + i * blocks)
+                    kernels.q8.quantize_rows_q8(mine, xs.value + i * k, k, range.count, k)
+                }
+                forEachOutputRange(rows) { m, j0, count in
+                    let w = values.value[m].assumingMemoryBound(to: Int8.self)
+                    kernels.q8.matmul_q8(outs.value[m] + j0, rows[m], quantized.value, w + j0 * k,
+                                         scales.value[m] + j0 * blocks, t, count, k)
                 }
             }
         }
@@ -223,31 +242,41 @@ public func matmul(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, we
 @inline(__always)
 private func roundUp64(_ bytes: Int) -> Int { (bytes + 63) & ~63 }
 
-/// Calls `body(firstRow, rowCount)` on contiguous ranges of the `n` output features, spread over
-/// the compute threads: each thread takes the next range from a shared counter until none is left,
-/// so a thread that streams slower (or started later) does less and no thread waits long for the
-/// other at the end. Ranges are multiples of 48 rows, so every one starts on a register-tile
-/// boundary of every kernel family (tiles of 3, 4, 6, 8 and 16 rows). Which thread computes a row
-/// never changes its value (the kernels are batch invariant).
+/// Calls `body(matrix, firstRow, rowCount)` on contiguous ranges of the output features of
+/// matrices of `rows[m]` rows each, spread over the compute threads: each thread takes the next
+/// range from a shared counter until none is left (guided: a range is 1 / (2 · threads) of what is
+/// left, at least one granule, never across two matrices), so the ranges shrink towards the end and
+/// no thread waits long for another (a thread that streams slower, or started later, simply takes
+/// fewer). Ranges are multiples of 48 rows, so every one starts on a register-tile boundary of every
+/// kernel family (tiles of 3, 4, 6, 8 and 16 rows). Which thread computes a row never changes its
+/// value (the kernels are batch invariant).
 @inline(__always)
-func forEachOutputRange(_ n: Int, _ body: (Int, Int) -> Void) {
+func forEachOutputRange(_ rows: [Int], _ body: (Int, Int, Int) -> Void) {
     let granule = 48
-    let granules = (n + granule - 1) / granule
+    // firstGranule[m] ..< firstGranule[m + 1]: matrix m's granules in one numbering.
+    var firstGranule = [0]
+    for n in rows { firstGranule.append(firstGranule.last! + (n + granule - 1) / granule) }
+    let granules = firstGranule.last!
     let threads = min(ComputeThreads.count, granules)
     if threads <= 1 {
-        body(0, n)
+        for (m, n) in rows.enumerated() where n > 0 { body(m, 0, n) }
         return
     }
-    let perRange = max(1, granules / (threads * 8))  // about 8 ranges per thread
-    let ranges = (granules + perRange - 1) / perRange
     let next = Atomic<Int>(0)
     parallelFor(threads) { _ in
-        while true {
-            let r = next.add(1, ordering: .relaxed).oldValue
-            if r >= ranges { break }
-            let lo = r * perRange * granule
-            let hi = min(n, lo + perRange * granule)
-            body(lo, hi - lo)
+        var start = next.load(ordering: .relaxed)
+        var m = 0
+        while start < granules {
+            while firstGranule[m + 1] <= start { m += 1 }
+            let size = min(max(1, (granules - start) / (2 * threads)), firstGranule[m + 1] - start)
+            let (exchanged, current) = next.compareExchange(expected: start, desired: start + size, ordering: .relaxed)
+            guard exchanged else {
+                start = current
+                continue
+            }
+            let lo = (start - firstGranule[m]) * granule
+            body(m, lo, min(rows[m], lo + size * granule) - lo)
+            start = next.load(ordering: .relaxed)
         }
     }
 }

@@ -16,7 +16,8 @@ struct GatedMLP: Sendable {
 
     /// x: [T, C] → [T, C]
     func callAsFunction(_ x: Tensor) -> Tensor {
-        down(gatedActivate(gate: gate(x), up: up(x), activation))
+        let gateAndUp = Linear.apply([gate, up], to: x)
+        return down(gatedActivate(gate: gateAndUp[0], up: gateAndUp[1], activation))
     }
 
     var weightBytes: Int { gate.weightBytes + up.weightBytes + down.weightBytes }
@@ -43,9 +44,10 @@ struct SelfAttention: Sendable {
     func callAsFunction(_ x: Tensor, slices: [SequenceSlice], caches: inout [SequenceCache], layer: Int) -> Tensor {
         let c = x.dim(-1)
         let t = x.count / c
-        var queries = q(x)
-        var keys = k(x)
-        let values = v(x)
+        let qkv = Linear.apply([q, k, v], to: x)
+        var queries = qkv[0]
+        var keys = qkv[1]
+        let values = qkv[2]
         for (s, slice) in slices.enumerated() {
             rope.apply(&queries, rows: slice.rows, firstPosition: caches[s].length)
             rope.apply(&keys, rows: slice.rows, firstPosition: caches[s].length)

@@ -27,6 +27,16 @@ public struct Linear: Sendable {
 
     /// Bytes of weights this layer maps.
     public var weightBytes: Int { weight.byteCount + (bias?.byteCount ?? 0) }
+
+    /// Each layer applied to the same x: [T, in] → [T, out_m], in one pass over their weights when
+    /// they share a format (Q/K/V, gate/up: one activation rounding and one fan-out over the
+    /// compute threads instead of one per layer); the same values as calling each.
+    public static func apply(_ layers: [Linear], to x: Tensor) -> [Tensor] {
+        guard let format = layers.first?.weight.format, layers.allSatisfy({ $0.weight.format == format }) else {
+            return layers.map { $0(x) }
+        }
+        return linear(x, weights: layers.map(\.weight), biases: layers.map(\.bias))
+    }
 }
 
 /// RMSNorm with a learned scale (LLaMA; IDEFICS's q/k norms).
