@@ -117,39 +117,59 @@ public struct WeightMatrix: Sendable {
 
 /// y[T, N] = x[T, K] · W[N, K]ᵀ (+ bias[N]). `x` is f32; W is read in its stored format.
 public func linear(_ x: Tensor, weight: WeightMatrix, bias: Tensor? = nil) -> Tensor {
-    linear(x, weights: [weight], biases: [bias])[0]
+    linear(x, count: 1, weight: { _ in weight }, bias: { _ in bias })[0]!
 }
 
-/// y_m[T, N_m] = x[T, K] · W_m[N_m, K]ᵀ (+ bias_m) for weights of one format that read the same
-/// input (Q/K/V, gate/up), in one pass (`matmul(outs:x:weights:...)`): the same values as one
-/// `linear` each.
-public func linear(_ x: Tensor, weights: [WeightMatrix], biases: [Tensor?]? = nil) -> [Tensor] {
+/// (a, b) applied to the same x in one pass over their weights (gate/up, K/V), as
+/// `matmul(group:...)`: the same values as one `linear` each. The weights share a format.
+public func linear(_ x: Tensor, _ a: WeightMatrix, _ b: WeightMatrix,
+                   biases: (Tensor?, Tensor?) = (nil, nil)) -> (Tensor, Tensor) {
+    let ys = linear(x, count: 2, weight: { $0 == 0 ? a : b }, bias: { $0 == 0 ? biases.0 : biases.1 })
+    return (ys[0]!, ys[1]!)
+}
+
+/// (a, b, c) applied to the same x in one pass over their weights (Q/K/V); see `linear(_:_:_:)`.
+public func linear(_ x: Tensor, _ a: WeightMatrix, _ b: WeightMatrix, _ c: WeightMatrix,
+                   biases: (Tensor?, Tensor?, Tensor?) = (nil, nil, nil)) -> (Tensor, Tensor, Tensor) {
+    let ys = linear(x, count: 3, weight: { $0 == 0 ? a : $0 == 1 ? b : c },
+                    bias: { $0 == 0 ? biases.0 : $0 == 1 ? biases.1 : biases.2 })
+    return (ys[0]!, ys[1]!, ys[2]!)
+}
+
+/// y_m[T, N_m] = x[T, K] · W_m[N_m, K]ᵀ (+ bias_m) for `count` ≤ `MatrixGroup.capacity` weights of
+/// one format. Everything per call lives inline (no heap storage besides the output tensors):
+/// decode runs this for every projection of every token.
+@inline(__always)
+private func linear(_ x: Tensor, count: Int, weight: (Int) -> WeightMatrix, bias: (Int) -> Tensor?)
+    -> InlineArray<3, Tensor?> {
     let k = x.dim(-1)
     let t = x.count / max(k, 1)
-    for w in weights { precondition(w.columns == k, "linear: x \(x.shape) vs weight \(w.values.shape)") }
     // Every output is written (the kernels store, never accumulate), so no zero fill.
-    var ys = weights.map { w -> Tensor in
+    var ys = InlineArray<3, Tensor?>(repeating: nil)
+    var group = MatrixGroup()
+    for m in 0..<count {
+        let w = weight(m)
+        precondition(w.columns == k, "linear: x \(x.shape) vs weight \(w.values.shape)")
         var shape = x.shape
         shape[shape.count - 1] = w.rows
-        return Tensor(uninitialized: shape)
+        var y = Tensor(uninitialized: shape)
+        group.append(w, out: y.withMutableFloats { $0.baseAddress! })
+        ys[m] = y
     }
-    let outs = ys.indices.map { m in ys[m].withMutableFloats { $0.baseAddress! } }
+    // The outputs' and the weights' storage is class-owned and outlives the call (ys and the
+    // callers' weights hold it).
     withExtendedLifetime(ys) {
-        x.withFloats { inp in
-            matmul(outs: outs, x: inp.baseAddress!, weights: weights, t: t, k: k)
-        }
+        x.withFloats { inp in matmul(group: group, x: inp.baseAddress!, t: t, k: k) }
     }
-    for (m, bias) in (biases ?? []).enumerated() {
-        guard let bias else { continue }
-        let n = weights[m].rows
-        precondition(bias.count == n, "linear: bias \(bias.shape) for \(n) outputs")
-        let b = bias.toF32()
-        ys[m].withMutableFloats { out in
-            b.withFloats { bp in
-                for row in 0..<t {
-                    let o = out.baseAddress! + row * n
-                    for j in 0..<n { o[j] += bp[j] }
-                }
+    for m in 0..<count {
+        guard let b = bias(m) else { continue }
+        let n = group.rows[m]
+        precondition(b.count == n, "linear: bias \(b.shape) for \(n) outputs")
+        let out = group.outs[m]!
+        b.toF32().withFloats { bp in
+            for row in 0..<t {
+                let o = out + row * n
+                for j in 0..<n { o[j] += bp[j] }
             }
         }
     }
@@ -164,76 +184,92 @@ public func linear(_ x: Tensor, weight: Tensor, bias: Tensor? = nil) -> Tensor {
 /// out[T, N] = x[T, K] · W[N, K]ᵀ through the process's kernels (`KernelTable.active`).
 public func matmul(out: UnsafeMutablePointer<Float>, x: UnsafePointer<Float>, weight: WeightMatrix,
                    t: Int, k: Int, n: Int, kernels: KernelTable = .active) {
-    precondition(weight.rows == n, "matmul: weight \(weight.values.shape) for n \(n)")
-    matmul(outs: [out], x: x, weights: [weight], t: t, k: k, kernels: kernels)
+    precondition(weight.rows == n && weight.columns == k, "matmul: weight \(weight.values.shape) for n \(n), k \(k)")
+    var group = MatrixGroup()
+    group.append(weight, out: out)
+    withExtendedLifetime(weight) { matmul(group: group, x: x, t: t, k: k, kernels: kernels) }
 }
 
-/// outs[m][T, N_m] = x[T, K] · W_m[N_m, K]ᵀ for weights of one format that read the same input
-/// (Q/K/V, gate/up): one pass over the weights, as if they were one matrix.
+/// Up to three weight matrices of one format that read the same input, each with its output
+/// [T, N_m], as base pointers held inline (no heap storage). The caller keeps the weights and
+/// outputs alive while a matmul reads the group.
+struct MatrixGroup {
+    static let capacity = 3
+    private(set) var count = 0
+    private(set) var format = WeightFormat.f32
+    private(set) var rows = InlineArray<3, Int>(repeating: 0)
+    private(set) var values = InlineArray<3, UnsafeRawPointer?>(repeating: nil)
+    /// int8 only: [N_m, ceil(K/32)] f16 scales.
+    private(set) var scales = InlineArray<3, UnsafePointer<UInt16>?>(repeating: nil)
+    private(set) var outs = InlineArray<3, UnsafeMutablePointer<Float>?>(repeating: nil)
+
+    mutating func append(_ w: WeightMatrix, out: UnsafeMutablePointer<Float>) {
+        precondition(count < Self.capacity, "matmul: at most \(Self.capacity) matrices in a group")
+        precondition(count == 0 || w.format == format, "matmul: weight \(w.format) in a group of \(format)")
+        format = w.format
+        rows[count] = w.rows
+        values[count] = w.values.withUnsafeRawBytes { UnsafeRawPointer($0.baseAddress!) }
+        scales[count] = w.scales?.withUnsafeRawBytes { $0.baseAddress!.assumingMemoryBound(to: UInt16.self) }
+        outs[count] = out
+        count += 1
+    }
+}
+
+/// outs[m][T, N_m] = x[T, K] · W_m[N_m, K]ᵀ for the group's weights (all [N_m, K], one format):
+/// one pass over the weights, as if they were one matrix.
 ///
 /// Activations are prepared once for the weights' format (bf16: rounded to bf16; int8: quantized
 /// per block of 32), then the compute threads share out contiguous ranges of output features of
 /// all the matrices (one fan-out, not one per matrix). The kernels are batch invariant, so every
 /// output is bit-identical whatever the thread count, the other rows of the batch or the matrices
 /// it is grouped with.
-public func matmul(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Float>, weights: [WeightMatrix],
-                   t: Int, k: Int, kernels: KernelTable = .active) {
-    precondition(outs.count == weights.count, "matmul: \(outs.count) outputs for \(weights.count) weights")
-    guard t > 0, let format = weights.first?.format else { return }
-    for w in weights {
-        precondition(w.format == format && w.columns == k, "matmul: weight \(w.format) \(w.values.shape) in a group of \(format) for k \(k)")
-    }
-    let rows = weights.map(\.rows)
-    let outs = UncheckedSendable(outs), xs = UncheckedSendable(x)
-    // The weights' storage is class-owned and outlives this call (the array holds it).
-    let values = UncheckedSendable(weights.map { w in w.values.withUnsafeRawBytes { $0.baseAddress! } })
-    withExtendedLifetime(weights) {
-        switch format {
-        case .f32:
-            forEachOutputRange(rows) { m, j0, count in
-                let w = values.value[m].assumingMemoryBound(to: Float.self)
-                kernels.f32.matmul_f32(outs.value[m] + j0, rows[m], xs.value, k, w + j0 * k, t, count, k)
+func matmul(group: MatrixGroup, x: UnsafePointer<Float>, t: Int, k: Int, kernels: KernelTable = .active) {
+    guard t > 0, group.count > 0 else { return }
+    let g = UncheckedSendable(group), xs = UncheckedSendable(x)
+    switch group.format {
+    case .f32:
+        forEachOutputRange(group) { m, j0, count in
+            let w = g.value.values[m]!.assumingMemoryBound(to: Float.self)
+            kernels.f32.matmul_f32(g.value.outs[m]! + j0, g.value.rows[m], xs.value, k, w + j0 * k, t, count, k)
+        }
+    case .f16:
+        forEachOutputRange(group) { m, j0, count in
+            let w = g.value.values[m]!.assumingMemoryBound(to: UInt16.self)
+            kernels.f16.matmul_f16(g.value.outs[m]! + j0, g.value.rows[m], xs.value, k, w + j0 * k, t, count, k)
+        }
+    case .bf16:
+        // The bf16-rounded activations live in scratch taken here, on the calling thread, before
+        // the work fans out; the compute threads only read it.
+        TensorMemory.withScratch(byteCount: t * k * MemoryLayout<UInt16>.size) { scratch in
+            let r = UncheckedSendable(scratch.bindMemory(to: UInt16.self, capacity: t * k))
+            parallelFor(t * k, minChunk: 1 << 14) { range in
+                kernels.bf16.round_bf16(r.value + range.lowerBound, xs.value + range.lowerBound, range.count)
             }
-        case .f16:
-            forEachOutputRange(rows) { m, j0, count in
-                let w = values.value[m].assumingMemoryBound(to: UInt16.self)
-                kernels.f16.matmul_f16(outs.value[m] + j0, rows[m], xs.value, k, w + j0 * k, t, count, k)
+            forEachOutputRange(group) { m, j0, count in
+                let w = g.value.values[m]!.assumingMemoryBound(to: UInt16.self)
+                kernels.bf16.matmul_bf16(g.value.outs[m]! + j0, g.value.rows[m], r.value, k, w + j0 * k, t, count, k)
             }
-        case .bf16:
-            // The bf16-rounded activations live in scratch taken here, on the calling thread, before
-            // the work fans out; the compute threads only read it.
-            TensorMemory.withScratch(byteCount: t * k * MemoryLayout<UInt16>.size) { scratch in
-                let r = UncheckedSendable(scratch.bindMemory(to: UInt16.self, capacity: t * k))
-                parallelFor(t * k, minChunk: 1 << 14) { range in
-                    kernels.bf16.round_bf16(r.value + range.lowerBound, xs.value + range.lowerBound, range.count)
-                }
-                forEachOutputRange(rows) { m, j0, count in
-                    let w = values.value[m].assumingMemoryBound(to: UInt16.self)
-                    kernels.bf16.matmul_bf16(outs.value[m] + j0, rows[m], r.value, k, w + j0 * k, t, count, k)
-                }
+        }
+    case .int8:
+        let blocks = WeightMatrix.blockCount(k)
+        // One scratch block for the quantized rows: q, then scale, then sum, each 64-byte aligned.
+        let qBytes = roundUp64(t * blocks * q8BlockSize)
+        let scaleBytes = roundUp64(t * blocks * MemoryLayout<Float>.size)
+        let sumBytes = t * blocks * MemoryLayout<Int32>.size
+        TensorMemory.withScratch(byteCount: qBytes + scaleBytes + sumBytes) { scratch in
+            let q = scratch.bindMemory(to: Int8.self, capacity: t * blocks * q8BlockSize)
+            let scale = (scratch + qBytes).bindMemory(to: Float.self, capacity: t * blocks)
+            let sum = (scratch + qBytes + scaleBytes).bindMemory(to: Int32.self, capacity: t * blocks)
+            let quantized = UncheckedSendable(fk_q8_rows(q: q, scale: scale, sum: sum))
+            parallelFor(t, minChunk: 4) { range in
+                let r = quantized.value, i = range.lowerBound
+                let mine = fk_q8_rows(q: r.q + i * blocks * q8BlockSize, scale: r.scale + i * blocks, sum: r.sum + i * blocks)
+                kernels.q8.quantize_rows_q8(mine, xs.value + i * k, k, range.count, k)
             }
-        case .int8:
-            let blocks = WeightMatrix.blockCount(k)
-            let scales = UncheckedSendable(weights.map { w in w.scales!.withUnsafeRawBytes { $0.baseAddress!.assumingMemoryBound(to: UInt16.self) } })
-            // One scratch block for the quantized rows: q, then scale, then sum, each 64-byte aligned.
-            let qBytes = roundUp64(t * blocks * q8BlockSize)
-            let scaleBytes = roundUp64(t * blocks * MemoryLayout<Float>.size)
-            let sumBytes = t * blocks * MemoryLayout<Int32>.size
-            TensorMemory.withScratch(byteCount: qBytes + scaleBytes + sumBytes) { scratch in
-                let q = scratch.bindMemory(to: Int8.self, capacity: t * blocks * q8BlockSize)
-                let scale = (scratch + qBytes).bindMemory(to: Float.self, capacity: t * blocks)
-                let sum = (scratch + qBytes + scaleBytes).bindMemory(to: Int32.self, capacity: t * blocks)
-                let quantized = UncheckedSendable(fk_q8_rows(q: q, scale: scale, sum: sum))
-                parallelFor(t, minChunk: 4) { range in
-                    let r = quantized.value, i = range.lowerBound
-                    let mine = fk_q8_rows(q: r.q + i * blocks * q8BlockSize, scale: r.scale + i * blocks, sum: r.sum + i * blocks)
-                    kernels.q8.quantize_rows_q8(mine, xs.value + i * k, k, range.count, k)
-                }
-                forEachOutputRange(rows) { m, j0, count in
-                    let w = values.value[m].assumingMemoryBound(to: Int8.self)
-                    kernels.q8.matmul_q8(outs.value[m] + j0, rows[m], quantized.value, w + j0 * k,
-                                         scales.value[m] + j0 * blocks, t, count, k)
-                }
+            forEachOutputRange(group) { m, j0, count in
+                let w = g.value.values[m]!.assumingMemoryBound(to: Int8.self)
+                kernels.q8.matmul_q8(g.value.outs[m]! + j0, g.value.rows[m], quantized.value, w + j0 * k,
+                                     g.value.scales[m]! + j0 * blocks, t, count, k)
             }
         }
     }
@@ -242,26 +278,27 @@ public func matmul(outs: [UnsafeMutablePointer<Float>], x: UnsafePointer<Float>,
 @inline(__always)
 private func roundUp64(_ bytes: Int) -> Int { (bytes + 63) & ~63 }
 
-/// Calls `body(matrix, firstRow, rowCount)` on contiguous ranges of the output features of
-/// matrices of `rows[m]` rows each, spread over the compute threads: each thread takes the next
-/// range from a shared counter until none is left (guided: a range is 1 / (2 · threads) of what is
-/// left, at least one granule, never across two matrices), so the ranges shrink towards the end and
-/// no thread waits long for another (a thread that streams slower, or started later, simply takes
-/// fewer). Ranges are multiples of 48 rows, so every one starts on a register-tile boundary of every
-/// kernel family (tiles of 3, 4, 6, 8 and 16 rows). Which thread computes a row never changes its
-/// value (the kernels are batch invariant).
+/// Calls `body(matrix, firstRow, rowCount)` on contiguous ranges of the output features of the
+/// group's matrices, spread over the compute threads: each thread takes the next range from a
+/// shared counter until none is left (guided: a range is 1 / (2 · threads) of what is left, at
+/// least one granule, never across two matrices), so the ranges shrink towards the end and no
+/// thread waits long for another (a thread that streams slower, or started later, simply takes
+/// fewer). Ranges are multiples of 48 rows, so every one starts on a register-tile boundary of
+/// every kernel family (tiles of 3, 4, 6, 8 and 16 rows). Which thread computes a row never
+/// changes its value (the kernels are batch invariant).
 @inline(__always)
-func forEachOutputRange(_ rows: [Int], _ body: (Int, Int, Int) -> Void) {
+func forEachOutputRange(_ group: MatrixGroup, _ body: (Int, Int, Int) -> Void) {
     let granule = 48
     // firstGranule[m] ..< firstGranule[m + 1]: matrix m's granules in one numbering.
-    var firstGranule = [0]
-    for n in rows { firstGranule.append(firstGranule.last! + (n + granule - 1) / granule) }
-    let granules = firstGranule.last!
+    var firstGranule = InlineArray<4, Int>(repeating: 0)
+    for m in 0..<group.count { firstGranule[m + 1] = firstGranule[m] + (group.rows[m] + granule - 1) / granule }
+    let granules = firstGranule[group.count]
     let threads = min(ComputeThreads.count, granules)
     if threads <= 1 {
-        for (m, n) in rows.enumerated() where n > 0 { body(m, 0, n) }
+        for m in 0..<group.count where group.rows[m] > 0 { body(m, 0, group.rows[m]) }
         return
     }
+    let rows = group.rows
     let next = Atomic<Int>(0)
     parallelFor(threads) { _ in
         var start = next.load(ordering: .relaxed)

@@ -25,8 +25,14 @@ final class WorkerPool: @unchecked Sendable {
     private let stopping = Atomic<Bool>(false)
     private let condition = NSCondition()
     // Written by the caller before it publishes a generation, read by workers after they see it.
-    private var job: UncheckedSendable<(Int) -> Void>?
+    private var job: Job?
     private var jobCount = 0
+
+    /// The caller's closure as a concrete field (a generic wrapper would box it in a
+    /// reabstraction thunk: a heap allocation per job, i.e. per matmul in decode).
+    private struct Job: @unchecked Sendable {
+        let body: (Int) -> Void
+    }
 
     private init(workers: Int) {
         self.workers = workers
@@ -64,7 +70,7 @@ final class WorkerPool: @unchecked Sendable {
     func run(_ count: Int, _ body: (Int) -> Void) {
         precondition(count >= 1 && count <= workers + 1)
         withoutActuallyEscaping(body) { body in
-            job = UncheckedSendable(body)
+            job = Job(body: body)
             jobCount = count
             remaining.store(workers, ordering: .relaxed)
             generation.add(1, ordering: .sequentiallyConsistent)
@@ -115,7 +121,7 @@ final class WorkerPool: @unchecked Sendable {
             if stopping.load(ordering: .acquiring) { return }
             // Every worker checks in, even one with no part in this job, so the caller cannot
             // publish the next job while a worker still reads this one's.
-            if index < jobCount, let job { job.value(index) }
+            if index < jobCount, let job { job.body(index) }
             remaining.subtract(1, ordering: .releasing)
         }
     }

@@ -16,8 +16,8 @@ struct GatedMLP: Sendable {
 
     /// x: [T, C] → [T, C]
     func callAsFunction(_ x: Tensor) -> Tensor {
-        let gateAndUp = Linear.apply([gate, up], to: x)
-        return down(gatedActivate(gate: gateAndUp[0], up: gateAndUp[1], activation))
+        let (g, u) = Linear.apply(gate, up, to: x)
+        return down(gatedActivate(gate: g, up: u, activation))
     }
 
     var weightBytes: Int { gate.weightBytes + up.weightBytes + down.weightBytes }
@@ -44,10 +44,8 @@ struct SelfAttention: Sendable {
     func callAsFunction(_ x: Tensor, slices: [SequenceSlice], caches: inout [SequenceCache], layer: Int) -> Tensor {
         let c = x.dim(-1)
         let t = x.count / c
-        let qkv = Linear.apply([q, k, v], to: x)
-        var queries = qkv[0]
-        var keys = qkv[1]
-        let values = qkv[2]
+        let (projectedQueries, projectedKeys, values) = Linear.apply(q, k, v, to: x)
+        var queries = projectedQueries, keys = projectedKeys
         for (s, slice) in slices.enumerated() {
             rope.apply(&queries, rows: slice.rows, firstPosition: caches[s].length)
             rope.apply(&keys, rows: slice.rows, firstPosition: caches[s].length)

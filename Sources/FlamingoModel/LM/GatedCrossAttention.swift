@@ -63,10 +63,10 @@ public struct GatedCrossAttentionBlock: Sendable {
 
     /// Projects one image's visual tokens [L, Dv] to this block's keys and values (done once per image).
     public func keysAndValues(visualTokens: Tensor) -> CrossAttentionKV {
-        let kv = Linear.apply([k, v], to: visualTokens)
-        var keys = kv[0]
+        let (projectedKeys, values) = Linear.apply(k, v, to: visualTokens)
+        var keys = projectedKeys
         kLayerNorm?.applyPerSlice(&keys)
-        return CrossAttentionKV(keys: keys, values: kv[1])
+        return CrossAttentionKV(keys: keys, values: values)
     }
 
     /// h: [T, C] (rows of several sequences) in place. Row r of slice s sees image

@@ -28,14 +28,18 @@ public struct Linear: Sendable {
     /// Bytes of weights this layer maps.
     public var weightBytes: Int { weight.byteCount + (bias?.byteCount ?? 0) }
 
-    /// Each layer applied to the same x: [T, in] → [T, out_m], in one pass over their weights when
-    /// they share a format (Q/K/V, gate/up: one activation rounding and one fan-out over the
-    /// compute threads instead of one per layer); the same values as calling each.
-    public static func apply(_ layers: [Linear], to x: Tensor) -> [Tensor] {
-        guard let format = layers.first?.weight.format, layers.allSatisfy({ $0.weight.format == format }) else {
-            return layers.map { $0(x) }
-        }
-        return linear(x, weights: layers.map(\.weight), biases: layers.map(\.bias))
+    /// (a, b) applied to the same x: [T, in] → ([T, out_a], [T, out_b]), in one pass over their
+    /// weights when they share a format (gate/up, K/V: one activation rounding and one fan-out over
+    /// the compute threads instead of one per layer); the same values as calling each.
+    public static func apply(_ a: Linear, _ b: Linear, to x: Tensor) -> (Tensor, Tensor) {
+        guard a.weight.format == b.weight.format else { return (a(x), b(x)) }
+        return linear(x, a.weight, b.weight, biases: (a.bias, b.bias))
+    }
+
+    /// (a, b, c) applied to the same x (Q/K/V); see `apply(_:_:to:)`.
+    public static func apply(_ a: Linear, _ b: Linear, _ c: Linear, to x: Tensor) -> (Tensor, Tensor, Tensor) {
+        guard a.weight.format == b.weight.format, a.weight.format == c.weight.format else { return (a(x), b(x), c(x)) }
+        return linear(x, a.weight, b.weight, c.weight, biases: (a.bias, b.bias, c.bias))
     }
 }
 

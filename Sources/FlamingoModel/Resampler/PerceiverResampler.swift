@@ -30,11 +30,11 @@ struct PerceiverAttention: Sendable {
         let normedLatents = latentsLayerNorm(latents)
         let both = concatRows(contextLayerNorm(context), normedLatents)
         var queries = q(normedLatents)
-        let kv = Linear.apply([k, v], to: both)
-        var keys = kv[0]
+        let (projectedKeys, values) = Linear.apply(k, v, to: both)
+        var keys = projectedKeys
         qLayerNorm?.applyPerSlice(&queries)
         kLayerNorm?.applyPerSlice(&keys)
-        let a = attention(q: queries, k: keys, v: kv[1], heads: headCount,
+        let a = attention(q: queries, k: keys, v: values, heads: headCount,
                           scale: 1 / Float(headDim).squareRoot(), mask: .none)
         return output(a)
     }

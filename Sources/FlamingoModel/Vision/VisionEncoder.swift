@@ -18,8 +18,8 @@ struct VisionAttention: Sendable {
     /// x: [N, D] → [N, D]
     func callAsFunction(_ x: Tensor) -> Tensor {
         let headDim = x.dim(-1) / headCount
-        let qkv = Linear.apply([q, k, v], to: x)
-        let a = attention(q: qkv[0], k: qkv[1], v: qkv[2], heads: headCount, scale: 1 / Float(headDim).squareRoot(), mask: .none)
+        let (queries, keys, values) = Linear.apply(q, k, v, to: x)
+        let a = attention(q: queries, k: keys, v: values, heads: headCount, scale: 1 / Float(headDim).squareRoot(), mask: .none)
         return out(a)
     }
 }
