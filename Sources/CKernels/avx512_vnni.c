@@ -35,8 +35,8 @@ enum {
 /// Chunk c (blocks 2c, 2c+1) of an RM x RN tile; pointers at the chunk, p = this chunk's scale
 /// products in the table. tail: the last chunk, wbytes (< 64) weight bytes, `two`: it has 2 blocks.
 V5 void q8v5_chunk(const int RM, const int RN, __m256 acc[Q8V5_MR][Q8V5_MN], const int8_t *xq, size_t xstride,
-                   const int8_t *wq, size_t k, float (*P)[Q8V5_MN][Q8V5_G], size_t p, const int tail,
-                   size_t wbytes, const int two) {
+                   const __m512i *xcorr, const int8_t *wq, size_t k, float (*P)[Q8V5_MN][Q8V5_G], size_t p,
+                   const int tail, size_t wbytes, const int two) {
     const __m512i flip = _mm512_set1_epi8((char)0x80);
     __m512i w[Q8V5_MN];
     // One weight row alone (T = 1) streams at the read limit only with a software prefetch far ahead.
@@ -49,7 +49,8 @@ V5 void q8v5_chunk(const int RM, const int RN, __m256 acc[Q8V5_MR][Q8V5_MN], con
     for (int i = 0; i < RM; i++) {
         __m512i xv = tail && !two ? _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + i * xstride)))
                                   : _mm512_loadu_si512(xq + i * xstride);
-        __m512i corr = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, xv));
+        __m512i corr = xcorr ? _mm512_load_si512(xcorr)  // RM = 1: precomputed for the row
+                             : _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, xv));
         _Pragma("unroll")
         for (int j = 0; j < RN; j++) {
             __m512 f = _mm512_cvtepi32_ps(_mm512_dpbusd_epi32(corr, w[j], xv));
@@ -62,7 +63,7 @@ V5 void q8v5_chunk(const int RM, const int RN, __m256 acc[Q8V5_MR][Q8V5_MN], con
 }
 
 V5 void q8v5_tile(const int RM, const int RN, float *out, size_t ldo, const int8_t *xq, const float *xs,
-                  const int8_t *wq, const uint16_t *ws, size_t blocks, size_t k) {
+                  const __m512i *xcorr, const int8_t *wq, const uint16_t *ws, size_t blocks, size_t k) {
     __m256 acc[Q8V5_MR][Q8V5_MN];
     float P[Q8V5_MR][Q8V5_MN][Q8V5_G] __attribute__((aligned(64)));
     _Pragma("unroll")
@@ -84,10 +85,10 @@ V5 void q8v5_tile(const int RM, const int RN, float *out, size_t ldo, const int8
         }
         size_t c0 = g / 2, c1 = c0 + Q8V5_G / 2 < chunks ? c0 + Q8V5_G / 2 : chunks;
         for (size_t c = c0; c < c1; c++)
-            q8v5_chunk(RM, RN, acc, xq + c * 64, xstride, wq + c * 64, k, P, 2 * (c - c0), 0, 64, 1);
+            q8v5_chunk(RM, RN, acc, xq + c * 64, xstride, xcorr ? xcorr + c : 0, wq + c * 64, k, P, 2 * (c - c0), 0, 64, 1);
         if (c1 < c0 + Q8V5_G / 2 && 2 * c1 < blocks)  // the last chunk: 1 or 2 blocks, short
-            q8v5_chunk(RM, RN, acc, xq + c1 * 64, xstride, wq + c1 * 64, k, P, 2 * (c1 - c0), 1, k - c1 * 64,
-                       blocks - 2 * c1 == 2);
+            q8v5_chunk(RM, RN, acc, xq + c1 * 64, xstride, xcorr ? xcorr + c1 : 0, wq + c1 * 64, k, P, 2 * (c1 - c0), 1,
+                       k - c1 * 64, blocks - 2 * c1 == 2);
     }
     _Pragma("unroll")
     for (int i = 0; i < RM; i++)
@@ -98,11 +99,27 @@ V5 void q8v5_tile(const int RM, const int RN, float *out, size_t ldo, const int8
 #define Q8V5_TILE_FN(RM, RN) \
     FK_TARGET_AVX512_VNNI __attribute__((noinline)) static void q8v5_tile_##RM##x##RN( \
         float *out, size_t ldo, const int8_t *xq, const float *xs, const int8_t *wq, const uint16_t *ws, \
-        size_t blocks, size_t k) { q8v5_tile(RM, RN, out, ldo, xq, xs, wq, ws, blocks, k); }
+        size_t blocks, size_t k) { q8v5_tile(RM, RN, out, ldo, xq, xs, 0, wq, ws, blocks, k); }
 Q8V5_TILE_FN(1, 1) Q8V5_TILE_FN(1, 2) Q8V5_TILE_FN(1, 3) Q8V5_TILE_FN(1, 4)
 Q8V5_TILE_FN(2, 1) Q8V5_TILE_FN(2, 2) Q8V5_TILE_FN(2, 3) Q8V5_TILE_FN(2, 4)
 Q8V5_TILE_FN(3, 1) Q8V5_TILE_FN(3, 2) Q8V5_TILE_FN(3, 3) Q8V5_TILE_FN(3, 4)
 Q8V5_TILE_FN(4, 1) Q8V5_TILE_FN(4, 2) Q8V5_TILE_FN(4, 3) Q8V5_TILE_FN(4, 4)
+
+/// T = 1: one weight row at a time against the one activation row, whose per-lane corrections
+/// (-128 * sum of each lane's 4 x values, per 64-byte chunk) are computed once per call, not per row.
+FK_TARGET_AVX512_VNNI __attribute__((noinline)) static void q8v5_rows_1(float *out, const int8_t *xq, const float *xs,
+                                                                       const int8_t *wq, const uint16_t *ws,
+                                                                       size_t n, size_t blocks, size_t k) {
+    size_t chunks = (blocks + 1) / 2;
+    __m512i xcorr[chunks] __attribute__((aligned(64)));
+    const __m512i flip = _mm512_set1_epi8((char)0x80);
+    for (size_t c = 0; c < chunks; c++) {
+        __m512i xv = 2 * c + 1 < blocks ? _mm512_loadu_si512(xq + c * 64)
+                                        : _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(xq + c * 64)));
+        xcorr[c] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, xv));
+    }
+    for (size_t j = 0; j < n; j++) q8v5_tile(1, 1, out + j, 1, xq, xs, xcorr, wq + j * k, ws + j * blocks, blocks, k);
+}
 
 typedef void (*q8v5_tile_fn)(float *, size_t, const int8_t *, const float *, const int8_t *, const uint16_t *,
                              size_t, size_t);
@@ -117,7 +134,11 @@ static const q8v5_tile_fn q8v5_tiles[Q8V5_MR][Q8V5_MN] = {
 FK_TARGET_AVX512_VNNI
 void fk_avx512_vnni_matmul_q8(float *out, size_t ldo, fk_q8_rows x, const int8_t *wq, const uint16_t *wscale,
                          size_t t, size_t n, size_t k) {
-    size_t blocks = fk_q8_blocks(k), mn = t == 1 ? 1 : Q8V5_MN;
+    const size_t blocks = fk_q8_blocks(k), mn = Q8V5_MN;
+    if (t == 1) {
+        q8v5_rows_1(out, x.q, x.scale, wq, wscale, n, blocks, k);
+        return;
+    }
     for (size_t j0 = 0; j0 < n; j0 += mn) {
         size_t rn = n - j0 < mn ? n - j0 : mn;
         for (size_t i0 = 0; i0 < t; i0 += Q8V5_MR) {
