@@ -5,7 +5,7 @@ import Foundation
 /// only `--input-ids` prompts work) and image preprocessing settings.
 public struct ModelDirectory: Sendable {
     public let url: URL
-    public let config: FlamingoConfig
+    public let config: any ModelConfiguration
     public let tokenizer: Tokenizer?
     public let preprocessor: ImagePreprocessor
 
@@ -15,15 +15,15 @@ public struct ModelDirectory: Sendable {
             throw ModelLoadError.missingDirectory(url.path)
         }
         self.url = url
-        config = try FlamingoConfig(contentsOf: url.appendingPathComponent("config.json"))
+        config = try ModelRegistry.configuration(contentsOf: url.appendingPathComponent("config.json"))
         let tokenizerURL = url.appendingPathComponent("tokenizer.json")
         tokenizer = FileManager.default.fileExists(atPath: tokenizerURL.path) ? try Tokenizer(contentsOf: tokenizerURL) : nil
         let preprocessorURL = url.appendingPathComponent("preprocessor_config.json")
         var preprocessorConfig = FileManager.default.fileExists(atPath: preprocessorURL.path)
             ? try PreprocessorConfig(contentsOf: preprocessorURL) : PreprocessorConfig()
         // The vision encoder fixes the input size; a processor file that disagrees would only fail later.
-        preprocessorConfig.height = config.vision.imageSize
-        preprocessorConfig.width = config.vision.imageSize
+        preprocessorConfig.height = config.imageSize
+        preprocessorConfig.width = config.imageSize
         preprocessor = ImagePreprocessor(config: preprocessorConfig)
     }
 
@@ -33,7 +33,9 @@ public struct ModelDirectory: Sendable {
     }
 
     /// Loads the weights of `parts` (default: all); `quantizeMatrices`: int8 at load.
-    public func loadModel(parts: ModelParts? = nil, quantizeMatrices: Bool = false) throws -> Flamingo {
-        try Flamingo(config: config, weights: WeightStore(directory: url, quantizeMatrices: quantizeMatrices), parts: parts ?? .all(config))
+    public func loadModel(parts: ModelParts? = nil, quantizeMatrices: Bool = false,
+                          progress: (String) -> Void = { _ in }) throws -> any VisionLanguageModel {
+        try config.loadModel(weights: WeightStore(directory: url, quantizeMatrices: quantizeMatrices),
+                             parts: parts ?? .all(config), progress: progress)
     }
 }

@@ -289,22 +289,52 @@ for c in cases {
                  median(c.prefill), 100 * median(c.prefillFraction)) + inst + ")")
 }
 
-if let path = options.json {
-    let rows: [[String: Any]] = cases.map { c in
-        [
-            "format": c.format.rawValue, "family": c.family,
-            "decode_gbps": median(c.decodeOne), "decode_fraction_of_read": median(c.decodeOneFraction),
-            "decode_layers_gbps": median(c.decodeLayers), "decode_layers_fraction_of_read": median(c.decodeLayersFraction),
-            "prefill_gops": median(c.prefill), "prefill_fraction_of_peak": median(c.prefillFraction),
-            "peak_instruction": instructionName(peakInstruction(family: c.family, format: c.format)),
-        ]
+/// `--json FILE`: the machine's ceilings and every case's medians.
+struct Report: Encodable {
+    struct Row: Encodable {
+        let format: String
+        let family: String
+        let decodeGBps: Double
+        let decodeFractionOfRead: Double
+        let decodeLayersGBps: Double
+        let decodeLayersFractionOfRead: Double
+        let prefillGOPs: Double
+        let prefillFractionOfPeak: Double
+        let peakInstruction: String
+
+        enum CodingKeys: String, CodingKey {
+            case format, family, decodeGBps = "decode_gbps", decodeFractionOfRead = "decode_fraction_of_read",
+                 decodeLayersGBps = "decode_layers_gbps", decodeLayersFractionOfRead = "decode_layers_fraction_of_read",
+                 prefillGOPs = "prefill_gops", prefillFractionOfPeak = "prefill_fraction_of_peak", peakInstruction = "peak_instruction"
+        }
     }
-    let doc: [String: Any] = [
-        "cpu": cpu.description, "threads": options.threads, "rounds": options.rounds,
-        "read_gbps_median": median(readFigures),
-        "peaks_gops": peakFigures.mapValues(median), "cases": rows,
-    ]
-    let data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
-    try data.write(to: URL(fileURLWithPath: path))
+
+    let cpu: String
+    let threads: Int
+    let rounds: Int
+    let readGBpsMedian: Double
+    /// Median peak per instruction.
+    let peaksGOPs: [String: Double]
+    let cases: [Row]
+
+    enum CodingKeys: String, CodingKey {
+        case cpu, threads, rounds, readGBpsMedian = "read_gbps_median", peaksGOPs = "peaks_gops", cases
+    }
+}
+
+if let path = options.json {
+    let rows = cases.map { c in
+        Report.Row(
+            format: c.format.rawValue, family: c.family,
+            decodeGBps: median(c.decodeOne), decodeFractionOfRead: median(c.decodeOneFraction),
+            decodeLayersGBps: median(c.decodeLayers), decodeLayersFractionOfRead: median(c.decodeLayersFraction),
+            prefillGOPs: median(c.prefill), prefillFractionOfPeak: median(c.prefillFraction),
+            peakInstruction: instructionName(peakInstruction(family: c.family, format: c.format)))
+    }
+    let doc = Report(cpu: cpu.description, threads: options.threads, rounds: options.rounds,
+                     readGBpsMedian: median(readFigures), peaksGOPs: peakFigures.mapValues(median), cases: rows)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    try encoder.encode(doc).write(to: URL(fileURLWithPath: path))
     print("wrote \(path)")
 }

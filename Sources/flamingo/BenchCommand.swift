@@ -33,6 +33,47 @@ struct BenchCommand: AsyncParsableCommand {
     @Option(help: "Compute threads (default: all cores).")
     var threads: Int?
 
+    /// The printed result.
+    struct Report: Encodable {
+        let model: String
+        let dtype: String
+        let threads: Int
+        let cpu: String
+        let cpuFeatures: String
+        /// Kernel family per weight dtype.
+        let kernels: [String: String]
+        let kernelLevel: String
+        let parametersBillion: Double
+        let weightBytes: Int
+        let makeWeightsSeconds: Double
+        let images: Int
+        let visionSeconds: Double
+        let promptTokens: Int
+        let prefillSeconds: Double
+        let prefillTokensPerSecond: Double
+        let decodeTokens: Int
+        let decodeTokensPerSecond: Double
+        let decodeWeightBytesPerToken: Int
+        let decodeWeightGBPerSecond: Double
+        let machineMemoryReadGBPerSecond: Double
+        let machineSGEMMGFLOPS: Double
+        let memoryReadGBPerSecondBeforeDecode: Double
+        let memoryReadGBPerSecondAfterDecode: Double
+        let decodeFractionOfMemoryBandwidth: Double
+
+        enum CodingKeys: String, CodingKey {
+            case model, dtype, threads, cpu, cpuFeatures = "cpu_features", kernels, kernelLevel = "kernel_level",
+                 parametersBillion = "parameters_billion", weightBytes = "weight_bytes", makeWeightsSeconds = "make_weights_seconds",
+                 images, visionSeconds = "vision_seconds", promptTokens = "prompt_tokens", prefillSeconds = "prefill_seconds",
+                 prefillTokensPerSecond = "prefill_tokens_per_second", decodeTokens = "decode_tokens",
+                 decodeTokensPerSecond = "decode_tokens_per_second", decodeWeightBytesPerToken = "decode_weight_bytes_per_token",
+                 decodeWeightGBPerSecond = "decode_weight_gb_per_second", machineMemoryReadGBPerSecond = "machine_memory_read_gb_per_second",
+                 machineSGEMMGFLOPS = "machine_sgemm_gflops", memoryReadGBPerSecondBeforeDecode = "memory_read_gb_per_second_before_decode",
+                 memoryReadGBPerSecondAfterDecode = "memory_read_gb_per_second_after_decode",
+                 decodeFractionOfMemoryBandwidth = "decode_fraction_of_memory_bandwidth"
+        }
+    }
+
     func run() async throws {
         try await failing {
             guard let preset = Preset(rawValue: preset) else { throw ValidationError("unknown preset '\(preset)'") }
@@ -43,7 +84,7 @@ struct BenchCommand: AsyncParsableCommand {
             guard promptTokens > images, decodeTokens >= 1 else { throw ValidationError("need prompt-tokens > images and decode-tokens >= 1") }
             ComputeThreads.configure(threads ?? ProcessInfo.processInfo.activeProcessorCount)
             let directory = try model.map { try ModelDirectory(URL(fileURLWithPath: $0)) }
-            let config = directory?.config ?? preset.config
+            let config: any ModelConfiguration = directory?.config ?? preset.config
             let log = { (s: String) in FileHandle.standardError.write(Data((s + "\n").utf8)) }
 
             log("measuring machine limits...")
@@ -55,30 +96,30 @@ struct BenchCommand: AsyncParsableCommand {
             let made = Date()
             let weights = try directory.map { try WeightStore(directory: $0.url, quantizeMatrices: quantizeMatrices) }
                 ?? WeightStore(syntheticSeed: 42, dtype: dtype, quantizeMatrices: quantizeMatrices)
-            let model = try Flamingo(config: config, weights: weights, parts: .all(config))
+            let model = try config.loadModel(weights: weights, parts: .all(config))
             let makeSeconds = Date().timeIntervalSince(made)
 
-            let imageToken = directory?.imageTokenID ?? config.imageTokenID ?? config.text.vocabSize + 1
-            // Ordinary ids of the model's own vocabulary (ids 0-2 are specials); the same ids as
-            // before for 32000-id vocabularies, and in range for small ones (models/demo).
-            let vocabulary = max(4, config.text.vocabSize)
+            let imageToken = directory?.imageTokenID ?? config.imageTokenID ?? config.language.vocabularySize - 1
+            // Ordinary ids of the model's own vocabulary (ids 0-2 are specials, the image token and
+            // any ids after it are not ordinary); the same ids for 32000-id vocabularies and small ones.
+            let vocabulary = max(4, min(config.language.vocabularySize, imageToken) - 1)
             var prompt = [1] + (0..<(promptTokens - 1)).map { 3 + (97 + ($0 * 7919) % 30000) % (vocabulary - 3) }
             for i in 0..<images { prompt[1 + i * (promptTokens - 1) / max(images, 1)] = imageToken }
-            let s = config.vision.imageSize
+            let s = config.imageSize
             let pixels = (0..<images).map { i in Tensor((0..<(3 * s * s)).map { Float(($0 + i) % 255) / 255 - 0.5 }, shape: [3, s, s]) }
-            let indices = ImageAttention.imageIndices(tokens: prompt, imageTokenID: imageToken, endOfSequenceTokenID: nil)
+            let indices = config.imageIndices(tokens: prompt, imageTokenID: imageToken)
 
             log("vision...")
-            var cache = model.language.makeCache()
+            var cache = model.makeCache()
             let t0 = Date()
-            for p in pixels { model.language.attachImage(model.visualTokens(pixels: p), to: &cache) }
+            for p in pixels { model.attachImage(model.visualTokens(pixels: p), to: &cache) }
             let visionSeconds = Date().timeIntervalSince(t0)
 
             log("prefill \(promptTokens) tokens...")
             let t1 = Date()
-            var h = model.embedding!(prompt)
-            model.language.forward(&h, imageIndex: indices, cache: &cache)
-            var logits = model.head!(h.rows((promptTokens - 1)..<promptTokens)).scalars
+            var h = model.embed(prompt)
+            model.forward(&h, imageIndex: indices, cache: &cache)
+            var logits = model.logits(h.rows((promptTokens - 1)..<promptTokens)).scalars
             let prefillSeconds = Date().timeIntervalSince(t1)
 
             let readBeforeDecode = readProbe.measure()
@@ -86,37 +127,35 @@ struct BenchCommand: AsyncParsableCommand {
             let t2 = Date()
             for _ in 0..<decodeTokens {
                 let token = Sampler.argmax(logits)
-                var step = model.embedding!([token])
-                model.language.forward(&step, imageIndex: [indices.last ?? nil], cache: &cache)
-                logits = model.head!(step).scalars
+                var step = model.embed([token])
+                model.forward(&step, imageIndex: [indices.last ?? nil], cache: &cache)
+                logits = model.logits(step).scalars
             }
             let decodeSeconds = Date().timeIntervalSince(t2)
             let readAfterDecode = readProbe.measure()
             let readAroundDecode = (readBeforeDecode + readAfterDecode) / 2
-            let bytesPerToken = model.language.weightBytesPerToken + model.head!.weightBytes
+            let bytesPerToken = model.decodeTraffic.bytes
             let decodeTokensPerSecond = Double(decodeTokens) / decodeSeconds
             let streamed = Double(bytesPerToken) * decodeTokensPerSecond / 1e9
 
-            let result: [String: Any] = [
-                "model": directory?.url.path ?? preset.rawValue, "dtype": model.language.matrixFormat == .int8 ? "int8" : model.language.matrixDType.rawValue, "threads": ComputeThreads.count,
-                "cpu": CPUFeatures.current.modelName, "cpu_features": CPUFeatures.current.description,
-                "kernels": KernelTable.active.variants, "kernel_level": KernelTable.active.level.rawValue,
-                "parameters_billion": Double(model.weights.takenParameterCount) / 1e9,
-                "weight_bytes": model.weightBytes, "make_weights_seconds": makeSeconds,
-                "images": images, "vision_seconds": visionSeconds,
-                "prompt_tokens": promptTokens, "prefill_seconds": prefillSeconds,
-                "prefill_tokens_per_second": Double(promptTokens) / prefillSeconds,
-                "decode_tokens": decodeTokens, "decode_tokens_per_second": decodeTokensPerSecond,
-                "decode_weight_bytes_per_token": bytesPerToken,
-                "decode_weight_gb_per_second": streamed,
-                "machine_memory_read_gb_per_second": limits.memoryReadGBps,
-                "machine_sgemm_gflops": limits.sgemmGFLOPS,
-                "memory_read_gb_per_second_before_decode": readBeforeDecode,
-                "memory_read_gb_per_second_after_decode": readAfterDecode,
-                "decode_fraction_of_memory_bandwidth": streamed / readAroundDecode,
-            ]
-            let data = try JSONSerialization.data(withJSONObject: result, options: [.sortedKeys, .prettyPrinted])
-            print(String(decoding: data, as: UTF8.self))
+            let result = Report(
+                model: directory?.url.path ?? preset.rawValue, dtype: model.matrixFormat == .int8 ? "int8" : DType(name: model.matrixFormat.rawValue)!.rawValue,
+                threads: ComputeThreads.count, cpu: CPUFeatures.current.modelName, cpuFeatures: CPUFeatures.current.description,
+                kernels: KernelTable.active.variants, kernelLevel: KernelTable.active.level.rawValue,
+                parametersBillion: Double(model.weights.takenParameterCount) / 1e9,
+                weightBytes: model.weightBytes, makeWeightsSeconds: makeSeconds,
+                images: images, visionSeconds: visionSeconds,
+                promptTokens: promptTokens, prefillSeconds: prefillSeconds,
+                prefillTokensPerSecond: Double(promptTokens) / prefillSeconds,
+                decodeTokens: decodeTokens, decodeTokensPerSecond: decodeTokensPerSecond,
+                decodeWeightBytesPerToken: bytesPerToken,
+                decodeWeightGBPerSecond: streamed,
+                machineMemoryReadGBPerSecond: limits.memoryReadGBps,
+                machineSGEMMGFLOPS: limits.sgemmGFLOPS,
+                memoryReadGBPerSecondBeforeDecode: readBeforeDecode,
+                memoryReadGBPerSecondAfterDecode: readAfterDecode,
+                decodeFractionOfMemoryBandwidth: streamed / readAroundDecode)
+            print(String(decoding: try jsonData(result, pretty: true), as: UTF8.self))
         }
     }
 }

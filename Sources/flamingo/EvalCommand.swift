@@ -53,7 +53,7 @@ struct EvalCommand: AsyncParsableCommand {
         } report: { directory, _, report in
             var byTask: [String: (right: Int, total: Int)] = [:]
             var agreeWithReference = 0, withReference = 0
-            var rows: [[String: Any]] = []
+            var predictions: [Report.Prediction] = []
             for (c, result) in zip(loaded, report.results) {
                 let text = directory.tokenizer?.decode(result.tokens, skipSpecialTokens: true) ?? ""
                 let prediction = Self.normalise(text)
@@ -64,17 +64,15 @@ struct EvalCommand: AsyncParsableCommand {
                     withReference += 1
                     if Self.normalise(reference) == prediction { agreeWithReference += 1 }
                 }
-                rows.append(["task": c.task, "answer": c.answer, "prediction": prediction, "correct": right])
+                predictions.append(.init(task: c.task, answer: c.answer, prediction: prediction, correct: right))
             }
             let total = byTask.values.reduce((0, 0)) { ($0.0 + $1.right, $0.1 + $1.total) }
             if json {
-                var object: [String: Any] = [
-                    "accuracy": Double(total.0) / Double(max(total.1, 1)), "cases": total.1,
-                    "tasks": byTask.mapValues { ["accuracy": Double($0.right) / Double($0.total), "correct": $0.right, "cases": $0.total] },
-                    "predictions": rows,
-                ]
-                if withReference > 0 { object["agree_with_reference"] = agreeWithReference; object["with_reference"] = withReference }
-                print(jsonLine(object))
+                print(try jsonLine(Report(
+                    accuracy: Double(total.0) / Double(max(total.1, 1)), cases: total.1,
+                    tasks: byTask.mapValues { .init(accuracy: Double($0.right) / Double($0.total), correct: $0.right, cases: $0.total) },
+                    predictions: predictions,
+                    agreeWithReference: withReference > 0 ? agreeWithReference : nil, withReference: withReference > 0 ? withReference : nil)))
                 return
             }
             for task in byTask.keys.sorted() {
@@ -83,6 +81,48 @@ struct EvalCommand: AsyncParsableCommand {
             }
             print("all".padding(toLength: 16, withPad: " ", startingAt: 0) + String(format: " %5.1f%%  (%d/%d)", 100 * Double(total.0) / Double(max(total.1, 1)), total.0, total.1))
             if withReference > 0 { print("identical to the reference prediction: \(agreeWithReference)/\(withReference)") }
+        }
+    }
+
+    /// `--json`: accuracy overall and per task, and every prediction.
+    struct Report: Encodable {
+        struct Task: Encodable {
+            let accuracy: Double
+            let correct: Int
+            let cases: Int
+        }
+
+        struct Prediction: Encodable {
+            let task: String
+            let answer: String
+            let prediction: String
+            let correct: Bool
+        }
+
+        let accuracy: Double
+        let cases: Int
+        let tasks: [String: Task]
+        let predictions: [Prediction]
+        /// Absent when no case has a reference prediction.
+        let agreeWithReference: Int?
+        let withReference: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case accuracy, cases, tasks, predictions, agreeWithReference = "agree_with_reference", withReference = "with_reference"
+        }
+    }
+
+    /// One line of `--cases` ("prompt" and "answer" are required, checked after decoding).
+    struct Line: Decodable {
+        let prompt: String?
+        let answer: String?
+        let images: [String]?
+        let task: String?
+        let pytorchPrediction: String?
+        let maxTokens: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case prompt, answer, images, task, pytorchPrediction = "pytorch_prediction", maxTokens = "max_tokens"
         }
     }
 
@@ -96,13 +136,11 @@ struct EvalCommand: AsyncParsableCommand {
         guard let text = try? String(contentsOfFile: cases, encoding: .utf8) else { throw ValidationError("cannot read \(cases)") }
         let base = URL(fileURLWithPath: cases).deletingLastPathComponent()
         return try text.split(separator: "\n", omittingEmptySubsequences: true).enumerated().map { n, line in
-            guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
-                  let prompt = o["prompt"] as? String, let answer = o["answer"] as? String else {
-                throw ValidationError("\(cases):\(n + 1): needs \"prompt\" and \"answer\"")
-            }
-            let images = imagePaths(of: o, relativeTo: base)
-            return Case(prompt: prompt, images: images, answer: answer, task: o["task"] as? String ?? "all",
-                        reference: o["pytorch_prediction"] as? String, maxTokens: (o["max_tokens"] as? NSNumber)?.intValue)
+            let needs = "needs \"prompt\" and \"answer\""
+            let o = try decodeJSONLine(Line.self, line, number: n + 1, of: cases, notAnObject: needs)
+            guard let prompt = o.prompt, let answer = o.answer else { throw ValidationError("\(cases):\(n + 1): \(needs)") }
+            return Case(prompt: prompt, images: imagePaths(o.images, relativeTo: base), answer: answer, task: o.task ?? "all",
+                        reference: o.pytorchPrediction, maxTokens: o.maxTokens)
         }
     }
 }

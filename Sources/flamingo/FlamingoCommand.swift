@@ -53,13 +53,49 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
-/// Prints `error: message` as one line on stderr and exits non-zero: input errors are never crashes.
 /// The "images" of a JSON-lines request or eval case; relative paths are relative to the file's
 /// directory `base`.
-func imagePaths(of object: [String: Any], relativeTo base: URL) -> [String] {
-    (object["images"] as? [String] ?? []).map { $0.hasPrefix("/") ? $0 : base.appendingPathComponent($0).path }
+func imagePaths(_ images: [String]?, relativeTo base: URL) -> [String] {
+    (images ?? []).map { $0.hasPrefix("/") ? $0 : base.appendingPathComponent($0).path }
 }
 
+/// Decodes line `number` of the JSON-lines file `path`. A line that is not a JSON object fails
+/// with `notAnObject`; a member of the wrong type is named (absent and null members are nil).
+func decodeJSONLine<T: Decodable>(_ type: T.Type, _ line: Substring, number: Int, of path: String,
+                                  notAnObject: String) throws -> T {
+    let data = Data(line.utf8)
+    do {
+        return try JSONDecoder().decode(T.self, from: data)
+    } catch let error as DecodingError {
+        let location = "\(path):\(number)"
+        if let member = error.member { throw ValidationError("\(location): \(member) has the wrong type") }
+        // JSONDecoder does not name the member of a number its type cannot hold (1.5 or -1 for a count).
+        if (try? JSONDecoder().decode([String: Ignored].self, from: data)) != nil {
+            throw ValidationError("\(location): a number is out of range or not an integer")
+        }
+        throw ValidationError("\(location): \(notAnObject)")
+    }
+}
+
+/// Any JSON value, unread.
+private struct Ignored: Decodable {
+    init(from decoder: Decoder) {}
+}
+
+extension DecodingError {
+    /// The member the error is about, e.g. `"input_ids"[2]`; nil for the document itself.
+    var member: String? {
+        let codingPath: [CodingKey]
+        switch self {
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .keyNotFound(_, let c), .dataCorrupted(let c): codingPath = c.codingPath
+        @unknown default: return nil
+        }
+        guard let first = codingPath.first else { return nil }
+        return "\"\(first.stringValue)\"" + codingPath.dropFirst().map { $0.intValue.map { "[\($0)]" } ?? ".\($0.stringValue)" }.joined()
+    }
+}
+
+/// Prints `error: message` as one line on stderr and exits non-zero: input errors are never crashes.
 func failing<T>(_ body: () async throws -> T) async throws -> T {
     do {
         return try await body()

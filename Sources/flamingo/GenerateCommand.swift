@@ -74,7 +74,7 @@ struct GenerateCommand: AsyncParsableCommand {
                 var tokens = 0
                 for (i, result) in report.results.enumerated() {
                     tokens += result.tokens.count
-                    print(jsonLine(output(result, requests[i], directory, index: i)))
+                    print(try jsonLine(Output(result, requests[i], directory, index: i)))
                 }
                 FileHandle.standardError.write(Data(String(
                     format: "%d requests, %d tokens in %.2f s: %.1f tokens/s\n",
@@ -83,7 +83,7 @@ struct GenerateCommand: AsyncParsableCommand {
             }
             let result = report.results[0]
             if json {
-                print(jsonLine(output(result, requests[0], directory, index: nil)))
+                print(try jsonLine(Output(result, requests[0], directory, index: nil)))
             } else {
                 print(directory.tokenizer?.decode(result.tokens, skipSpecialTokens: true)
                       ?? result.tokens.map(String.init).joined(separator: ","))
@@ -91,13 +91,34 @@ struct GenerateCommand: AsyncParsableCommand {
         }
     }
 
-    private func output(_ result: GenerationResult, _ request: GenerationRequest, _ directory: ModelDirectory, index: Int?) -> [String: Any] {
-        var object: [String: Any] = [
-            "tokens": result.tokens, "prompt_tokens": request.promptTokens.count, "finish_reason": result.finishReason.rawValue,
-            "text": directory.tokenizer?.decode(result.tokens, skipSpecialTokens: true) ?? NSNull(),
-        ]
-        if let index { object["index"] = index }
-        return object
+    /// One generation as `--json` and `--requests` print it.
+    struct Output: Encodable {
+        let tokens: [Int]
+        let promptTokens: Int
+        let finishReason: String
+        /// null without a tokenizer.
+        let text: String?
+        /// The request's position in `--requests` (absent for one prompt).
+        let index: Int?
+
+        enum CodingKeys: String, CodingKey { case tokens, promptTokens = "prompt_tokens", finishReason = "finish_reason", text, index }
+
+        init(_ result: GenerationResult, _ request: GenerationRequest, _ directory: ModelDirectory, index: Int?) {
+            tokens = result.tokens
+            promptTokens = request.promptTokens.count
+            finishReason = result.finishReason.rawValue
+            text = directory.tokenizer?.decode(result.tokens, skipSpecialTokens: true)
+            self.index = index
+        }
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: CodingKeys.self)
+            try c.encode(tokens, forKey: .tokens)
+            try c.encode(promptTokens, forKey: .promptTokens)
+            try c.encode(finishReason, forKey: .finishReason)
+            if let text { try c.encode(text, forKey: .text) } else { try c.encodeNil(forKey: .text) }
+            try c.encodeIfPresent(index, forKey: .index)
+        }
     }
 
     private func parseIDs(_ text: String) throws -> [Int] {
@@ -109,13 +130,24 @@ struct GenerateCommand: AsyncParsableCommand {
     }
 }
 
-func jsonLine(_ object: [String: Any]) -> String {
-    let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data("{}".utf8)
-    return String(decoding: data, as: UTF8.self)
-}
-
 /// `--requests FILE`: one JSON object per line.
 enum RequestFile {
+    /// One line; absent and null members take their defaults.
+    struct Line: Decodable {
+        let prompt: String?
+        let inputIDs: [Int]?
+        let images: [String]?
+        let maxTokens: Int?
+        let temperature: Float?
+        let topP: Float?
+        let seed: UInt64?
+        let ignoreEOS: Bool?
+
+        enum CodingKeys: String, CodingKey {
+            case prompt, inputIDs = "input_ids", images, maxTokens = "max_tokens", temperature, topP = "top_p", seed, ignoreEOS = "ignore_eos"
+        }
+    }
+
     static func read(_ path: String, builder: RequestBuilder, defaultMaxTokens: Int) throws -> [GenerationRequest] {
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ValidationError("cannot read requests file \(path)")
@@ -123,21 +155,16 @@ enum RequestFile {
         let base = URL(fileURLWithPath: path).deletingLastPathComponent()
         var requests: [GenerationRequest] = []
         for (n, line) in text.split(separator: "\n", omittingEmptySubsequences: true).enumerated() {
-            guard let object = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] else {
-                throw ValidationError("\(path):\(n + 1): not a JSON object")
-            }
-            let prompt = object["prompt"] as? String
-            let ids = (object["input_ids"] as? [Any])?.compactMap { ($0 as? NSNumber)?.intValue }
-            let images = imagePaths(of: object, relativeTo: base)
-            let maxTokens = (object["max_tokens"] as? NSNumber)?.intValue ?? defaultMaxTokens
-            let temperature = (object["temperature"] as? NSNumber)?.floatValue ?? 0
-            let topP = (object["top_p"] as? NSNumber)?.floatValue ?? 1
-            let seed = (object["seed"] as? NSNumber)?.uint64Value ?? 0
-            let sampling: SamplingParameters = temperature > 0 ? .sample(temperature: temperature, topP: topP, seed: seed) : .greedy
+            let object = try decodeJSONLine(Line.self, line, number: n + 1, of: path, notAnObject: "not a JSON object")
+            let images = imagePaths(object.images, relativeTo: base)
+            let temperature = object.temperature ?? 0
+            let sampling: SamplingParameters = temperature > 0
+                ? .sample(temperature: temperature, topP: object.topP ?? 1, seed: object.seed ?? 0) : .greedy
             do {
-                var request = try builder.request(prompt: prompt, inputIDs: ids, imagePaths: images, maxTokens: maxTokens, sampling: sampling)
+                var request = try builder.request(prompt: object.prompt, inputIDs: object.inputIDs, imagePaths: images,
+                                                  maxTokens: object.maxTokens ?? defaultMaxTokens, sampling: sampling)
                 // Benchmarks want fixed-length generations.
-                if (object["ignore_eos"] as? Bool) == true { request.stopTokens = [] }
+                if object.ignoreEOS == true { request.stopTokens = [] }
                 requests.append(request)
             } catch {
                 throw ValidationError("\(path):\(n + 1): \((error as? LocalizedError)?.errorDescription ?? "\(error)")")

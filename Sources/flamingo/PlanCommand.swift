@@ -62,7 +62,7 @@ struct PlanCommand: AsyncParsableCommand {
             }
             let parameters = shape.totalParameters >= 1_000_000_000
                 ? String(format: "%.2fB", Double(shape.totalParameters) / 1e9) : String(format: "%.2fM", Double(shape.totalParameters) / 1e6)
-            print("plan for \(shape.name): \(parameters) parameters, \(shape.layerCount) layers, cross-attention every \(shape.crossLayerInterval), \(ranks) rank(s)\(budget.map { ", \(gib($0)) per rank" } ?? "")")
+            print("plan for \(shape.name): \(parameters) parameters, \(shape.layerCount) layers, \(shape.crossBlockCount) cross-attention blocks, \(ranks) rank(s)\(budget.map { ", \(gib($0)) per rank" } ?? "")")
             print("rank  role                                           layers    xattn  weights      cache budget  est ms/token")
             for s in result.stages {
                 let layers = s.layers.isEmpty ? "-" : "\(s.layers.lowerBound)-\(s.layers.upperBound - 1)"

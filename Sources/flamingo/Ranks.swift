@@ -156,12 +156,46 @@ func megabytes(_ bytes: Int) -> String {
 }
 
 func writeStatsJSON(_ report: RunReport, to path: String) throws {
-    let ranks: [[String: Any]] = report.stats.map { s in
-        ["rank": s.rank, "role": s.role, "layer_start": s.layerStart, "layer_end": s.layerEnd,
-         "weight_bytes": s.weightBytes, "peak_rss_bytes": s.peakRSSBytes, "compute_seconds": s.computeSeconds,
-         "wait_seconds": s.waitSeconds, "bytes_sent": s.bytesSent, "bytes_received": s.bytesReceived,
-         "peak_cache_bytes": s.cacheBytes]
+    try jsonData(StatsJSON(seconds: report.seconds, ranks: report.stats.map(StatsJSON.Rank.init)), pretty: true)
+        .write(to: URL(fileURLWithPath: path))
+}
+
+/// `--stats-json`: the run's wall time and every rank's statistics.
+private struct StatsJSON: Encodable {
+    struct Rank: Encodable {
+        let rank: UInt32
+        let role: String
+        let layerStart: UInt32
+        let layerEnd: UInt32
+        let weightBytes: UInt64
+        let peakRSSBytes: UInt64
+        let computeSeconds: Double
+        let waitSeconds: Double
+        let bytesSent: UInt64
+        let bytesReceived: UInt64
+        let peakCacheBytes: UInt64
+
+        enum CodingKeys: String, CodingKey {
+            case rank, role, layerStart = "layer_start", layerEnd = "layer_end", weightBytes = "weight_bytes",
+                 peakRSSBytes = "peak_rss_bytes", computeSeconds = "compute_seconds", waitSeconds = "wait_seconds",
+                 bytesSent = "bytes_sent", bytesReceived = "bytes_received", peakCacheBytes = "peak_cache_bytes"
+        }
+
+        init(_ s: RankStats) {
+            rank = s.rank
+            role = s.role
+            layerStart = s.layerStart
+            layerEnd = s.layerEnd
+            weightBytes = s.weightBytes
+            peakRSSBytes = s.peakRSSBytes
+            computeSeconds = s.computeSeconds
+            waitSeconds = s.waitSeconds
+            bytesSent = s.bytesSent
+            bytesReceived = s.bytesReceived
+            peakCacheBytes = s.cacheBytes
+        }
     }
-    let object: [String: Any] = ["seconds": report.seconds, "ranks": ranks]
-    try JSONSerialization.data(withJSONObject: object, options: [.prettyPrinted, .sortedKeys]).write(to: URL(fileURLWithPath: path))
+
+    let seconds: Double
+    let ranks: [Rank]
 }

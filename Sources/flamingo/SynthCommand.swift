@@ -33,15 +33,13 @@ struct SynthCommand: AsyncParsableCommand {
             guard let preset = Preset(rawValue: preset) else { throw ValidationError("unknown preset '\(preset)'") }
             guard let dtype = DType(name: dtype) else { throw ValidationError("unknown dtype '\(dtype)'") }
             guard let shard = parseByteSize(shardSize) else { throw ValidationError("--shard-size: cannot read '\(shardSize)'") }
-            var config = preset.config
+            var config: any ModelConfiguration = preset.config
             if let layers {
-                guard layers > 0, layers % config.crossLayerInterval == 0 else {
-                    throw ValidationError("--layers must be a positive multiple of \(config.crossLayerInterval)")
-                }
-                config.text.layerCount = layers
+                guard layers > 0 else { throw ValidationError("--layers must be positive") }
+                do { config = try config.withLayerCount(layers) } catch { throw ValidationError("--layers \(layers): \(error.localizedDescription)") }
             }
             let store = WeightStore(syntheticSeed: seed, dtype: dtype, keep: true)
-            _ = try Flamingo(config: config, weights: store, parts: .all(config))
+            _ = try config.loadModel(weights: store, parts: .all(config))
             let dir = URL(fileURLWithPath: out)
             try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
             let encoder = JSONEncoder()

@@ -79,7 +79,7 @@ func layersAreCoveredOnceInOrder(ranks: Int) throws {
     var config = Preset.bench1b.config
     config.text.layerCount = 2
     config.crossLayerInterval = 1
-    let shape = try ModelShape(config: config, dtype: .f32, name: "two-layers")
+    let shape = try ModelShape(configuration: config, dtype: .f32, name: "two-layers")
     let plan = try FlamingoCluster.plan(shape: shape, ranks: 5)
     #expect(plan.languageStages.map(\.layers) == [0..<1, 1..<2])
     #expect(plan.stages[3].role == "idle" && plan.stages[4].role == "idle")
@@ -110,7 +110,7 @@ private func loadedBytesPerRank(_ plan: PipelinePlan, directory: ModelDirectory,
     try plan.stages.map { s in
         let weights = try WeightStore(directory: directory.url, quantizeMatrices: quantize)
         let parts = ModelParts(vision: s.vision, embedding: s.embedding, layers: s.layers, outputHead: s.outputHead)
-        return try Flamingo(config: directory.config, weights: weights, parts: parts).weightBytes
+        return try directory.config.loadModel(weights: weights, parts: parts).weightBytes
     }
 }
 

@@ -41,8 +41,8 @@ struct GoldenTolerance: Decodable {
 func matchesTransformers(fixture: String) throws {
     let dir = Fixtures.models.appendingPathComponent(fixture)
     let golden = try JSONDecoder().decode(Golden.self, from: Data(contentsOf: dir.appendingPathComponent("golden.json")))
-    let model = try Flamingo(directory: dir)
-    let imageTokenID = model.config.imageTokenID ?? model.config.text.vocabSize + 1
+    let model = try ModelDirectory(dir).loadModel()
+    let imageTokenID = model.configuration.imageTokenID ?? model.configuration.language.vocabularySize - 1
     let generator = Generator(model: model, imageTokenID: imageTokenID)
     #expect(!golden.cases.isEmpty)
     for c in golden.cases {
@@ -55,7 +55,7 @@ func matchesTransformers(fixture: String) throws {
             images = (0..<n).map { Tensor(Array(all[($0 * per)..<(($0 + 1) * per)]), shape: Array(pixels.shape.dropFirst())) }
         }
         let request = GenerationRequest(promptTokens: c.input_ids, images: images, maxTokens: c.greedy_tokens.count,
-                                        sampling: .greedy, stopTokens: Set(model.config.text.eosTokenIDs))
+                                        sampling: .greedy, stopTokens: Set(model.configuration.language.eosTokenIDs))
         let result = try generator.generate(request)
         let expected = try NPY.read(dir.appendingPathComponent(c.logits_npy)).scalars
         #expect(expected.count == result.promptLogits.count)

@@ -7,13 +7,13 @@ import FlamingoModel
 // that is what lets a pipeline stage be "the model over a range" and nothing else.
 
 /// A fixture's model, its "interleaved" prompt, each token's image index and the images' visual tokens.
-private func loadCase(_ fixture: String) throws -> (model: Flamingo, tokens: [Int], index: [Int?], visual: [Tensor]) {
+private func loadCase(_ fixture: String) throws -> (model: any VisionLanguageModel, tokens: [Int], index: [Int?], visual: [Tensor]) {
     let dir = Fixtures.models.appendingPathComponent(fixture)
-    let model = try Flamingo(directory: dir)
-    let config = model.config
+    let model = try ModelDirectory(dir).loadModel()
+    let config = model.configuration
     let (tokens, images) = try promptAndImages(dir)
-    let imageToken = config.imageTokenID ?? config.text.vocabSize + 1
-    let index = ImageAttention.imageIndices(tokens: tokens, imageTokenID: imageToken, endOfSequenceTokenID: config.text.eosTokenIDs.first)
+    let imageToken = config.imageTokenID ?? config.language.vocabularySize - 1
+    let index = config.imageIndices(tokens: tokens, imageTokenID: imageToken)
     return (model, tokens, index, images.map { model.visualTokens(pixels: $0) })
 }
 
@@ -34,27 +34,27 @@ private func promptAndImages(_ dir: URL) throws -> (tokens: [Int], images: [Tens
 func chainedStagesEqualWholeModel(fixture: String) throws {
     let dir = Fixtures.models.appendingPathComponent(fixture)
     let (whole, tokens, index, visual) = try loadCase(fixture)
-    let config = whole.config
+    let config = whole.configuration
 
-    var reference = whole.embedding!(tokens)
-    var cache = whole.language.makeCache()
-    for v in visual { whole.language.attachImage(v, to: &cache) }
-    whole.language.forward(&reference, imageIndex: index, cache: &cache)
-    let expected = whole.head!(reference).scalars
+    var reference = whole.embed(tokens)
+    var cache = whole.makeCache()
+    for v in visual { whole.attachImage(v, to: &cache) }
+    whole.forward(&reference, imageIndex: index, cache: &cache)
+    let expected = whole.logits(reference).scalars
 
     // Split the layers at every possible point into two stages, and into one stage per layer.
-    let layers = config.text.layerCount
+    let layers = config.language.layerCount
     var splits: [[Int]] = (1..<layers).map { [0, $0, layers] }
     splits.append(Array(0...layers))
     for bounds in splits {
-        var h = whole.embedding!(tokens)
+        var h = whole.embed(tokens)
         for (a, b) in zip(bounds, bounds.dropFirst()) {
             let parts = ModelParts(vision: false, embedding: a == 0, layers: a..<b, outputHead: b == layers)
-            let stage = try Flamingo(config: config, weights: WeightStore(directory: dir), parts: parts)
-            var stageCache = stage.language.makeCache()
-            for v in visual { stage.language.attachImage(v, to: &stageCache) }
-            stage.language.forward(&h, imageIndex: index, cache: &stageCache)
-            if b == layers { h = stage.head!(h) }
+            let stage = try config.loadModel(weights: WeightStore(directory: dir), parts: parts)
+            var stageCache = stage.makeCache()
+            for v in visual { stage.attachImage(v, to: &stageCache) }
+            stage.forward(&h, imageIndex: index, cache: &stageCache)
+            if b == layers { h = stage.logits(h) }
         }
         #expect(h.scalars == expected, "\(fixture): stages \(bounds) differ from the whole model")
     }
@@ -67,15 +67,15 @@ func microbatchOfSequencesMatchesOneAtATime(fixture: String) throws {
     let prompts = [tokens, Array(tokens.prefix(tokens.count / 2)), tokens]
     var separate: [[Float]] = []
     for p in prompts {
-        var h = model.embedding!(p)
-        var cache = model.language.makeCache()
-        for v in visual { model.language.attachImage(v, to: &cache) }
-        model.language.forward(&h, imageIndex: Array(index.prefix(p.count)), cache: &cache)
-        separate.append(model.head!(h.rows((p.count - 1)..<p.count)).scalars)
+        var h = model.embed(p)
+        var cache = model.makeCache()
+        for v in visual { model.attachImage(v, to: &cache) }
+        model.forward(&h, imageIndex: Array(index.prefix(p.count)), cache: &cache)
+        separate.append(model.logits(h.rows((p.count - 1)..<p.count)).scalars)
     }
     var caches: [SequenceCache] = prompts.map { _ in
-        var cache = model.language.makeCache()
-        for v in visual { model.language.attachImage(v, to: &cache) }
+        var cache = model.makeCache()
+        for v in visual { model.attachImage(v, to: &cache) }
         return cache
     }
     var slices: [SequenceSlice] = []
@@ -84,10 +84,10 @@ func microbatchOfSequencesMatchesOneAtATime(fixture: String) throws {
         slices.append(SequenceSlice(rows: row..<(row + p.count), imageIndex: Array(index.prefix(p.count))))
         row += p.count
     }
-    var h = model.embedding!(prompts.flatMap { $0 })
-    model.language.forward(&h, slices: slices, caches: &caches)
+    var h = model.embed(prompts.flatMap { $0 })
+    model.forward(&h, slices: slices, caches: &caches)
     for (s, slice) in slices.enumerated() {
-        let logits = model.head!(h.rows((slice.rows.upperBound - 1)..<slice.rows.upperBound)).scalars
+        let logits = model.logits(h.rows((slice.rows.upperBound - 1)..<slice.rows.upperBound)).scalars
         let diff = zip(logits, separate[s]).map { abs($0 - $1) }.max() ?? .infinity
         #expect(diff <= 1e-4, "\(fixture): sequence \(s) in a microbatch differs by \(diff)")
     }

@@ -75,7 +75,7 @@ private func expectError(_ r: TestClient.Response, status: Int, code: String?, p
         #expect(request.images[0].scalars == circle.scalars)
         #expect(request.maxTokens == 3)
         #expect(request.sampling == .sample(temperature: 0.7, topP: 0.9, seed: 5))
-        #expect(request.stopTokens == Set(directory.config.text.eosTokenIDs))
+        #expect(request.stopTokens == Set(directory.config.language.eosTokenIDs))
         #expect(try r.json()["choices"].map { _ in true } == true)
     }
 }
@@ -378,7 +378,7 @@ func waitUntil(_ condition: @Sendable () -> Bool, sourceLocation: SourceLocation
     let tokens = PromptBuilder(tokenizer: directory.tokenizer!).tokens("User: <image>A photo of\nAssistant:")
     let image = directory.preprocessor(try RGBImage(decoding: Fixtures.imageData("circle.png")))
     let expected = try generator.generate(GenerationRequest(promptTokens: tokens, images: [image], maxTokens: 8,
-                                                            sampling: .greedy, stopTokens: Set(directory.config.text.eosTokenIDs)))
+                                                            sampling: .greedy, stopTokens: Set(directory.config.language.eosTokenIDs)))
     let expectedText = directory.tokenizer!.decode(expected.tokens, skipSpecialTokens: true)
     let json = try plain.json()
     let choice = json["choices"].flatMap { if case .array(let c) = $0 { c.first } else { nil } }

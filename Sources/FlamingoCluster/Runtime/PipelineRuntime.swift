@@ -131,7 +131,7 @@ public enum PipelineRuntime {
         let assignment = plan.stages[transport.rank]
         let parts = ModelParts(vision: assignment.vision, embedding: assignment.embedding,
                                layers: assignment.layers, outputHead: assignment.outputHead)
-        let model = try Flamingo(config: config, weights: weights, parts: parts, progress: progress)
+        let model = try config.loadModel(weights: weights, parts: parts, progress: progress)
         let fingerprint = Fingerprint.of(directory: directory.url, weights: weights)
         if transport.rank != 0 {
             try transport.send(Message(kind: .hello, hello: .init(worldSize: UInt32(transport.worldSize),

@@ -22,7 +22,7 @@ public enum PipelineError: Error, LocalizedError, Equatable {
 struct StageWorker {
     let assignment: StageAssignment
     let plan: PipelinePlan
-    let model: Flamingo
+    let model: any VisionLanguageModel
     /// Caches of the sequences this stage has seen, by sequence id.
     private(set) var caches: [UInt64: SequenceCache] = [:]
     /// Steps that arrived before the visual tokens they need (they come from another rank).
@@ -31,7 +31,7 @@ struct StageWorker {
     /// Most bytes the sequence caches held at once.
     private(set) var peakCacheBytes = 0
 
-    init(assignment: StageAssignment, plan: PipelinePlan, model: Flamingo) {
+    init(assignment: StageAssignment, plan: PipelinePlan, model: any VisionLanguageModel) {
         self.assignment = assignment
         self.plan = plan
         self.model = model
@@ -82,15 +82,16 @@ struct StageWorker {
             for rank in crossAttendingRanks { try send(out, rank) }
             return
         }
-        guard model.language.crossAttends else { return }
+        guard model.crossAttends else { return }
         let start = ContinuousClock.now
-        var cache = caches[sequence.sequenceID] ?? model.language.makeCache()
+        var cache = caches[sequence.sequenceID] ?? model.makeCache()
         var i = 0
+        let width = model.configuration.visualTokenWidth
         while let t = message.tensor(named: Message.TensorName.visualTokens(image: i)) {
-            guard t.rank == 2, t.dim(1) == model.config.visualTokenWidth else {
-                throw PipelineError.protocolViolation("visual tokens of shape \(t.shape), expected [n, \(model.config.visualTokenWidth)]")
+            guard t.rank == 2, t.dim(1) == width else {
+                throw PipelineError.protocolViolation("visual tokens of shape \(t.shape), expected [n, \(width)]")
             }
-            model.language.attachImage(t.toF32(), to: &cache)
+            model.attachImage(t.toF32(), to: &cache)
             i += 1
         }
         caches[sequence.sequenceID] = cache
@@ -100,9 +101,9 @@ struct StageWorker {
 
     /// Runs this stage's layers on a microbatch and passes the result on (or returns logits).
     private mutating func handleStep(_ message: Message, send: (Message, Int) throws -> Void) throws {
-        let width = model.config.text.hiddenSize
+        let width = model.configuration.language.hiddenSize
         // Wait for visual tokens that have not arrived yet.
-        if model.language.crossAttends {
+        if model.crossAttends {
             for s in message.sequences where (caches[s.sequenceID]?.imageCount ?? 0) < s.imageCount {
                 deferred.append(message)
                 return
@@ -116,11 +117,11 @@ struct StageWorker {
                 guard s.tokenIDs.count == s.tokenCount else { throw PipelineError.protocolViolation("first stage needs token ids") }
                 ids += s.tokenIDs
             }
-            let vocab = model.config.text.totalVocabSize
+            let vocab = model.configuration.language.vocabularySize
             if let bad = ids.first(where: { $0 < 0 || $0 >= vocab }) {
                 throw PipelineError.protocolViolation("token id \(bad) outside the vocabulary of \(vocab)")
             }
-            h = model.embedding!(ids)
+            h = model.embed(ids)
         } else {
             guard let hidden = message.tensor(named: Message.TensorName.hidden),
                   hidden.shape == [message.totalTokenCount, width] else {
@@ -132,17 +133,17 @@ struct StageWorker {
         var batchCaches: [SequenceCache] = []
         var row = 0
         for s in message.sequences {
-            var cache = caches.removeValue(forKey: s.sequenceID) ?? model.language.makeCache()
+            var cache = caches.removeValue(forKey: s.sequenceID) ?? model.makeCache()
             guard cache.length == s.startPosition else {
                 throw PipelineError.protocolViolation("sequence \(s.sequenceID) is at position \(cache.length), step starts at \(s.startPosition)")
             }
             let index = s.imageIndex.isEmpty ? Array(repeating: nil, count: s.tokenCount) : s.imageIndex
-            if !model.language.crossAttends { cache.imageCount = max(cache.imageCount, s.imageCount) }
+            if !model.crossAttends { cache.imageCount = max(cache.imageCount, s.imageCount) }
             slices.append(SequenceSlice(rows: row..<(row + s.tokenCount), imageIndex: index))
             batchCaches.append(cache)
             row += s.tokenCount
         }
-        model.language.forward(&h, slices: slices, caches: &batchCaches)
+        model.forward(&h, slices: slices, caches: &batchCaches)
         for (s, cache) in zip(message.sequences, batchCaches) { caches[s.sequenceID] = cache }
         peakCacheBytes = max(peakCacheBytes, cacheBytes)
 
@@ -159,7 +160,7 @@ struct StageWorker {
                 }
             }
             out.kind = .logits
-            out.tensors = [NamedTensor(Message.TensorName.logits, model.head!(last))]
+            out.tensors = [NamedTensor(Message.TensorName.logits, model.logits(last))]
             for i in out.sequences.indices { out.sequences[i].tokenIDs = []; out.sequences[i].imageIndex = [] }
             computeTime += ContinuousClock.now - start
             try send(out, 0)

@@ -1,18 +1,51 @@
 import Foundation
 
+/// How a RoPE's frequencies are stretched for contexts longer than training's
+/// (transformers `modeling_rope_utils`, `ROPE_INIT_FUNCTIONS`).
+public enum RoPEScaling: Sendable, Equatable {
+    /// inv_freq as computed.
+    case none
+    /// `linear`: every frequency divided by `factor` (positions interpolated).
+    case linear(factor: Float)
+    /// `llama3` (`_compute_llama3_parameters`): wavelengths shorter than
+    /// originalMaxPositions / highFrequencyFactor keep their frequency, longer than
+    /// originalMaxPositions / lowFrequencyFactor are divided by `factor`, and the band between
+    /// blends the two.
+    case llama3(factor: Float, lowFrequencyFactor: Float, highFrequencyFactor: Float, originalMaxPositions: Int)
+
+    /// Scaled inverse frequencies.
+    func apply(_ inverseFrequencies: [Float]) -> [Float] {
+        switch self {
+        case .none:
+            return inverseFrequencies
+        case .linear(let factor):
+            return inverseFrequencies.map { $0 / factor }
+        case .llama3(let factor, let low, let high, let original):
+            let lowWavelength = Float(original) / low, highWavelength = Float(original) / high
+            return inverseFrequencies.map { f in
+                let wavelength = 2 * Float.pi / f
+                if wavelength < highWavelength { return f }
+                if wavelength > lowWavelength { return f / factor }
+                let smooth = (Float(original) / wavelength - low) / (high - low)
+                return (1 - smooth) * f / factor + smooth * f
+            }
+        }
+    }
+}
+
 /// Rotary position embedding in the "rotate half" layout of LLaMA in transformers: dimension i pairs
-/// with i + d/2, and frequency i is base^(-2i/d).
+/// with i + d/2, and frequency i is base^(-2i/d), optionally scaled.
 public struct RotaryEmbedding: Sendable {
     public let headDim: Int
-    /// inv_freq[i] = 1 / base^(2i/d), computed in f32 as transformers does.
-    private let inverseFrequencies: [Float]
+    /// inv_freq[i] = 1 / base^(2i/d), computed in f32 as transformers does, then scaled.
+    public let inverseFrequencies: [Float]
 
-    public init(headDim: Int, base: Float) {
+    public init(headDim: Int, base: Float, scaling: RoPEScaling = .none) {
         precondition(headDim % 2 == 0, "rotary head_dim must be even")
         self.headDim = headDim
-        self.inverseFrequencies = (0..<(headDim / 2)).map { i in
+        self.inverseFrequencies = scaling.apply((0..<(headDim / 2)).map { i in
             1 / pow(base, Float(2 * i) / Float(headDim))
-        }
+        })
     }
 
     /// Rotates the heads of `x` [T, heads·headDim] in place; row r is at position `positions[r]`.

@@ -70,33 +70,31 @@ public enum RequestError: Error, LocalizedError, Equatable {
 
 /// Runs requests on a whole model in this process: the reference path the pipeline must match.
 public struct Generator: Sendable {
-    public let model: Flamingo
+    public let model: any VisionLanguageModel
     public let imageTokenID: Int?
 
-    public init(model: Flamingo, imageTokenID: Int?) {
+    public init(model: any VisionLanguageModel, imageTokenID: Int?) {
         self.model = model
         self.imageTokenID = imageTokenID
     }
 
     /// Checks a request against the model; returns each prompt token's image index.
     public func validate(_ request: GenerationRequest) throws -> [Int?] {
-        try request.validate(config: model.config, imageTokenID: imageTokenID)
+        try request.validate(config: model.configuration, imageTokenID: imageTokenID)
     }
 
     /// Generates until a stop token or `maxTokens`.
     public func generate(_ request: GenerationRequest) throws -> GenerationResult {
         let imageIndex = try validate(request)
-        guard let embedding = model.embedding, let head = model.head else {
-            preconditionFailure("Generator needs the whole model")
-        }
-        var cache = model.language.makeCache()
+        precondition(model.parts == .all(model.configuration), "Generator needs the whole model")
+        var cache = model.makeCache()
         for pixels in request.images {
-            model.language.attachImage(model.visualTokens(pixels: pixels), to: &cache)
+            model.attachImage(model.visualTokens(pixels: pixels), to: &cache)
         }
-        var h = embedding(request.promptTokens)
-        model.language.forward(&h, imageIndex: imageIndex, cache: &cache)
+        var h = model.embed(request.promptTokens)
+        model.forward(&h, imageIndex: imageIndex, cache: &cache)
         let last = h.rows((h.dim(0) - 1)..<h.dim(0))
-        var logits = head(last).scalars
+        var logits = model.logits(last).scalars
         let promptLogits = logits
         var output = SequenceOutput(request)
         // A decode step reuses the image-attention row of the last prompt token.
@@ -106,25 +104,25 @@ public struct Generator: Sendable {
             if let finish {
                 return GenerationResult(tokens: output.tokens, finishReason: finish, promptLogits: promptLogits)
             }
-            var step = embedding([token])
-            model.language.forward(&step, imageIndex: [decodeImage], cache: &cache)
-            logits = head(step).scalars
+            var step = model.embed([token])
+            model.forward(&step, imageIndex: [decodeImage], cache: &cache)
+            logits = model.logits(step).scalars
         }
     }
 }
 
 extension GenerationRequest {
     /// Checks the request against a model's config; returns each prompt token's image index
-    /// (IDEFICS's rule, `ImageAttention`).
-    public func validate(config: FlamingoConfig, imageTokenID: Int?) throws -> [Int?] {
-        let text = config.text
+    /// (the architecture's rule, `ModelConfiguration.imageIndices`).
+    public func validate(config: any ModelConfiguration, imageTokenID: Int?) throws -> [Int?] {
+        let language = config.language
         guard !promptTokens.isEmpty else { throw RequestError.emptyPrompt }
         guard maxTokens >= 1 else { throw RequestError.badMaxTokens(maxTokens) }
-        for t in promptTokens where t < 0 || t >= text.totalVocabSize {
-            throw RequestError.tokenOutOfRange(token: t, vocabularySize: text.totalVocabSize)
+        for t in promptTokens where t < 0 || t >= language.vocabularySize {
+            throw RequestError.tokenOutOfRange(token: t, vocabularySize: language.vocabularySize)
         }
-        if promptTokens.count + maxTokens > text.maxPositionEmbeddings {
-            throw RequestError.promptTooLong(tokens: promptTokens.count, limit: text.maxPositionEmbeddings)
+        if promptTokens.count + maxTokens > language.maxPositions {
+            throw RequestError.promptTooLong(tokens: promptTokens.count, limit: language.maxPositions)
         }
         if case .sample(let temperature, let topP, _) = sampling {
             guard temperature >= 0, temperature.isFinite else { throw RequestError.badSampling("temperature must be >= 0") }
@@ -135,12 +133,11 @@ extension GenerationRequest {
             if imageTokenID == nil && !images.isEmpty { throw RequestError.imageTokenUnknown }
             throw RequestError.imageCountMismatch(markers: markers, images: images.count)
         }
-        let s = config.vision.imageSize
+        let s = config.imageSize
         for image in images where image.shape != [3, s, s] {
             throw RequestError.badSampling("image tensor \(image.shape) is not [3, \(s), \(s)]")
         }
         guard let imageTokenID else { return Array(repeating: nil, count: promptTokens.count) }
-        return ImageAttention.imageIndices(tokens: promptTokens, imageTokenID: imageTokenID,
-                                           endOfSequenceTokenID: text.eosTokenIDs.first)
+        return config.imageIndices(tokens: promptTokens, imageTokenID: imageTokenID)
     }
 }

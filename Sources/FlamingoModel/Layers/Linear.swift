@@ -27,6 +27,8 @@ public struct Linear: Sendable {
 
     /// Bytes of weights this layer maps.
     public var weightBytes: Int { weight.byteCount + (bias?.byteCount ?? 0) }
+    /// What applying it to one token streams and multiplies.
+    public var traffic: WeightTraffic { WeightTraffic(bytes: weightBytes, multiplyAdds: weight.rows * weight.columns) }
 
     /// (a, b) applied to the same x: [T, in] → ([T, out_a], [T, out_b]), in one pass over their
     /// weights when they share a format (gate/up, K/V: one activation rounding and one fan-out over

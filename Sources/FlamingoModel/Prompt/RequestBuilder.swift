@@ -27,12 +27,12 @@ public struct RequestBuilder: Sendable {
             throw RequestError.promptMissing
         }
         // Cheap checks before any image is decoded (placeholders stand in for the images).
-        let s = directory.config.vision.imageSize
+        let s = directory.config.imageSize
         let placeholders = Array(repeating: Tensor(zeros: [3, s, s]), count: imagePaths.count)
         _ = try GenerationRequest(promptTokens: tokens, images: placeholders, maxTokens: maxTokens, sampling: sampling,
                                   stopTokens: []).validate(config: directory.config, imageTokenID: directory.imageTokenID)
         let images = try imagePaths.map { try directory.preprocessor(RGBImage(contentsOf: URL(fileURLWithPath: $0))) }
         return GenerationRequest(promptTokens: tokens, images: images, maxTokens: maxTokens, sampling: sampling,
-                                 stopTokens: Set(directory.config.text.eosTokenIDs))
+                                 stopTokens: Set(directory.config.language.eosTokenIDs))
     }
 }

@@ -2,7 +2,7 @@ import FlamingoCore
 import Foundation
 
 /// Rewrites a model directory with its weights in another format (`flamingo quantize`): int8
-/// blocks for the language model's matrices (`WeightMap.isQuantizable`), or every float tensor in
+/// blocks for the matrices its architecture marks int8-eligible, or every float tensor in
 /// f32/f16/bf16. Streams one tensor at a time, so a checkpoint larger than memory converts.
 public enum CheckpointConverter {
     public struct Summary: Sendable {
@@ -38,7 +38,8 @@ public enum CheckpointConverter {
         // Load (mapped) the whole model first: a missing, misshapen or stray tensor fails here, not in
         // the converted copy.
         let store = try WeightStore(directory: source)
-        _ = try Flamingo(config: config, weights: store, parts: .all(config))
+        _ = try config.loadModel(weights: store, parts: .all(config))
+        let eligible = store.int8EligibleNames
 
         var summary = Summary()
         var entries: [SafetensorsWriter.Entry] = []
@@ -48,7 +49,7 @@ public enum CheckpointConverter {
             summary.tensorsIn += 1
             summary.bytesIn += e.range.count
             if format == .int8 {
-                if WeightMap.isQuantizable(name), e.shape.count == 2 {
+                if eligible.contains(name), e.shape.count == 2 {
                     let blocks = WeightMatrix.blockCount(e.shape[1])
                     entries.append(.init(name: name + WeightStore.int8ValuesSuffix, dtype: .i8, shape: e.shape))
                     entries.append(.init(name: name + WeightStore.int8ScalesSuffix, dtype: .f16, shape: [e.shape[0], blocks]))
@@ -91,12 +92,8 @@ public enum CheckpointConverter {
         let configURL = source.appendingPathComponent("config.json")
         var json = try JSON.parse(Data(contentsOf: configURL))
         if format == .int8 {
-            let q = FlamingoConfig.Quantization(modules: [WeightMap.layers, WeightMap.crossAttentionLayers, "lm_head"])
-            json = json.setting("quantization_config", to: .object([
-                ("quant_method", .string(q.method)), ("block_size", JSON(q.blockSize)), ("scale_dtype", .string(q.scaleDType)),
-                ("modules", .array(q.modules.map { .string($0) })),
-                ("layout", .string("<name>.q8: I8 [N, K]; <name>.q8_scale: F16 [N, ceil(K/32)]; value = q * scale per block of 32 along K")),
-            ]))
+            let q = Int8Quantization(modules: modules(of: eligible))
+            json = json.setting("quantization_config", to: try JSON.parse(JSONEncoder().encode(q)))
         } else {
             let torchName = ["f32": "float32", "f16": "float16", "bf16": "bfloat16"][format.rawValue]!
             json = json.setting("torch_dtype", to: .string(torchName))
@@ -111,6 +108,15 @@ public enum CheckpointConverter {
             try fm.copyItem(at: from, to: destination.appendingPathComponent(file))
         }
         return summary
+    }
+
+    /// Name prefixes of the int8 matrices, up to their first index ("model.layers", "lm_head").
+    static func modules(of names: Set<String>) -> [String] {
+        Set(names.map { name -> String in
+            let parts = name.split(separator: ".")
+            let upTo = parts.firstIndex { Int($0) != nil } ?? parts.count - 1
+            return parts[..<max(upTo, 1)].joined(separator: ".")
+        }).sorted()
     }
 
     static func dtype(of format: WeightFormat) -> DType {

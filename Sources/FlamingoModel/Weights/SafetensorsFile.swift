@@ -39,6 +39,53 @@ public enum ModelLoadError: Error, LocalizedError, Equatable {
     }
 }
 
+/// A safetensors JSON header: an entry per tensor name, and `__metadata__` (string to string;
+/// anything else there is ignored). Decoding keeps what `SafetensorsFile` needs to name a fault: an
+/// entry that is not an object with a string "dtype" and arrays "shape" and "data_offsets" is nil,
+/// and so is an array element that is not an integer.
+struct SafetensorsHeader: Decodable {
+    struct Entry: Decodable {
+        let dtype: String
+        let shape: [Element]
+        let dataOffsets: [Element]
+
+        enum CodingKeys: String, CodingKey { case dtype, shape, dataOffsets = "data_offsets" }
+    }
+
+    /// An array element: an integer, or nil for any other JSON value.
+    struct Element: Decodable {
+        let value: Int?
+
+        init(from decoder: Decoder) throws { value = try? decoder.singleValueContainer().decode(Int.self) }
+    }
+
+    static let metadataKey = "__metadata__"
+
+    var entries: [String: Entry?] = [:]
+    var metadata: [String: String] = [:]
+
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: JSONKey.self)
+        for key in c.allKeys {
+            if key.stringValue == Self.metadataKey {
+                metadata = (try? c.decode([String: String].self, forKey: key)) ?? [:]
+            } else {
+                entries[key.stringValue] = .some(try? c.decode(Entry.self, forKey: key))
+            }
+        }
+    }
+}
+
+/// A JSON object member named at run time (tensor names).
+struct JSONKey: CodingKey {
+    let stringValue: String
+    var intValue: Int? { nil }
+
+    init(_ name: String) { stringValue = name }
+    init(stringValue: String) { self.init(stringValue) }
+    init?(intValue: Int) { nil }
+}
+
 /// A read-only memory mapping of a whole file, unmapped when the last reference goes.
 final class MappedFile: @unchecked Sendable {
     let path: String
@@ -101,30 +148,22 @@ public struct SafetensorsFile: Sendable {
             throw ModelLoadError.badHeader(file: path, reason: "header length \(headerLength) runs past the end of the \(file.size)-byte file")
         }
         let headerData = Data(bytes: file.base + 8, count: headerLength)
-        guard let json = try? JSONSerialization.jsonObject(with: headerData), let header = json as? [String: Any] else {
+        guard let header = try? JSONDecoder().decode(SafetensorsHeader.self, from: headerData) else {
             throw ModelLoadError.badHeader(file: path, reason: "header is not a JSON object")
         }
         dataOffset = 8 + headerLength
         let dataSize = file.size - dataOffset
         var entries: [String: Entry] = [:]
-        var metadata: [String: String] = [:]
-        for (name, value) in header {
-            if name == "__metadata__" {
-                if let m = value as? [String: String] { metadata = m }
-                continue
-            }
-            guard let info = value as? [String: Any],
-                  let dtypeName = info["dtype"] as? String,
-                  let shapeAny = info["shape"] as? [Any],
-                  let offsetsAny = info["data_offsets"] as? [Any], offsetsAny.count == 2 else {
+        for (name, entry) in header.entries {
+            guard let entry, entry.dataOffsets.count == 2 else {
                 throw ModelLoadError.badHeader(file: path, reason: "entry '\(name)' lacks dtype, shape or data_offsets")
             }
-            guard let dtype = DType(rawValue: dtypeName) else {
-                throw ModelLoadError.unknownDType(file: path, tensor: name, dtype: dtypeName)
+            guard let dtype = DType(rawValue: entry.dtype) else {
+                throw ModelLoadError.unknownDType(file: path, tensor: name, dtype: entry.dtype)
             }
-            let shape = shapeAny.compactMap { ($0 as? NSNumber)?.intValue }
-            let offsets = offsetsAny.compactMap { ($0 as? NSNumber)?.intValue }
-            guard shape.count == shapeAny.count, offsets.count == 2, shape.allSatisfy({ $0 >= 0 }),
+            let shape = entry.shape.compactMap(\.value)
+            let offsets = entry.dataOffsets.compactMap(\.value)
+            guard shape.count == entry.shape.count, offsets.count == 2, shape.allSatisfy({ $0 >= 0 }),
                   offsets[0] >= 0, offsets[0] <= offsets[1] else {
                 throw ModelLoadError.badHeader(file: path, reason: "entry '\(name)' has an invalid shape or offsets")
             }
@@ -139,7 +178,7 @@ public struct SafetensorsFile: Sendable {
             guard offsets[1] - offsets[0] == elements * dtype.size else {
                 throw ModelLoadError.badHeader(
                     file: path,
-                    reason: "entry '\(name)': \(offsets[1] - offsets[0]) bytes for shape \(shape) of \(dtypeName) (needs \(elements * dtype.size))")
+                    reason: "entry '\(name)': \(offsets[1] - offsets[0]) bytes for shape \(shape) of \(entry.dtype) (needs \(elements * dtype.size))")
             }
             guard offsets[1] <= dataSize else {
                 throw ModelLoadError.truncated(file: path, tensor: name, needed: offsets[1], available: dataSize)
@@ -152,7 +191,7 @@ public struct SafetensorsFile: Sendable {
             throw ModelLoadError.badHeader(file: path, reason: "tensors '\(a.key)' and '\(b.key)' overlap")
         }
         self.entries = entries
-        self.metadata = metadata
+        self.metadata = header.metadata
     }
 
     /// The tensor `name`, viewing the mapped bytes (no copy).

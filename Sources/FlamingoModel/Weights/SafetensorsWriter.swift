@@ -49,21 +49,43 @@ public enum SafetensorsWriter {
             try writeFile(shard, to: directory.appendingPathComponent(name), make: make)
             for entry in shard { weightMap[entry.name] = name; total += entry.byteCount }
         }
-        let index: [String: Any] = ["metadata": ["total_size": total], "weight_map": weightMap]
-        try JSONSerialization.data(withJSONObject: index, options: [.prettyPrinted, .sortedKeys])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try encoder.encode(SafetensorsIndex(weightMap: weightMap, metadata: .init(totalSize: total)))
             .write(to: directory.appendingPathComponent(WeightStore.indexFileName))
+    }
+
+    /// The JSON header `writeFile` writes (`SafetensorsHeader` reads it).
+    private struct Header: Encodable {
+        struct Tensor: Encodable {
+            let dtype: String
+            let shape: [Int]
+            let dataOffsets: [Int]
+
+            enum CodingKeys: String, CodingKey { case dtype, shape, dataOffsets = "data_offsets" }
+        }
+
+        var tensors: [String: Tensor] = [:]
+
+        func encode(to encoder: Encoder) throws {
+            var c = encoder.container(keyedBy: JSONKey.self)
+            try c.encode(["format": "pt"], forKey: JSONKey(SafetensorsHeader.metadataKey))
+            for (name, tensor) in tensors { try c.encode(tensor, forKey: JSONKey(name)) }
+        }
     }
 
     /// One file: u64 header length, JSON header padded to 8 bytes, data.
     static func writeFile(_ entries: [Entry], to url: URL, make: (Entry) throws -> Tensor) throws {
-        var header: [String: Any] = ["__metadata__": ["format": "pt"]]
+        var header = Header()
         var offset = 0
         for entry in entries {
-            header[entry.name] = ["dtype": entry.dtype.rawValue, "shape": entry.shape,
-                                  "data_offsets": [offset, offset + entry.byteCount]]
+            header.tensors[entry.name] = .init(dtype: entry.dtype.rawValue, shape: entry.shape,
+                                               dataOffsets: [offset, offset + entry.byteCount])
             offset += entry.byteCount
         }
-        var json = try JSONSerialization.data(withJSONObject: header, options: [.sortedKeys])
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = .sortedKeys
+        var json = try encoder.encode(header)
         while json.count % 8 != 0 { json.append(0x20) }
         guard FileManager.default.createFile(atPath: url.path, contents: nil) else {
             throw CocoaError(.fileWriteNoPermission, userInfo: [NSFilePathErrorKey: url.path])
@@ -80,5 +102,28 @@ public enum SafetensorsWriter {
                          "writer: \(entry.name) made as \(tensor.dtype) \(tensor.shape), announced \(entry.dtype) \(entry.shape)")
             try tensor.withUnsafeRawBytes { try handle.write(contentsOf: Data($0)) }
         }
+    }
+}
+
+/// `model.safetensors.index.json`: which shard holds each tensor, and the total size of the tensors.
+struct SafetensorsIndex: Codable {
+    struct Metadata: Codable {
+        var totalSize: Int
+
+        enum CodingKeys: String, CodingKey { case totalSize = "total_size" }
+    }
+
+    var weightMap: [String: String]
+    var metadata: Metadata?
+
+    enum CodingKeys: String, CodingKey { case weightMap = "weight_map", metadata }
+}
+
+extension SafetensorsIndex {
+    /// Metadata is informational: a reader does not fail on metadata it cannot read.
+    init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        weightMap = try c.decode([String: String].self, forKey: .weightMap)
+        metadata = try? c.decodeIfPresent(Metadata.self, forKey: .metadata)
     }
 }

@@ -20,9 +20,11 @@ public final class WeightStore: Sendable {
     /// Set for a synthetic store: every `take` makes deterministic random weights of the asked
     /// shape (benchmarks of preset shapes without checkpoints; each process makes only its own).
     private let synthetic: (seed: UInt64, dtype: DType, keep: Bool, shapesOnly: Bool)?
-    /// Weight matrices the model's quantization rule covers (`WeightMap.isQuantizable`) are made
+    /// Weight matrices the architecture marks int8-eligible (`WeightScope.int8Eligible`) are made
     /// int8 blocks at load (`--quantize int8`), or, for a synthetic store, drawn as int8 blocks.
     public let quantizeMatrices: Bool
+    /// A dry run over a checkpoint's table: tensors have its shapes and dtypes but read as zeros.
+    private let dryRun: Bool
 
     /// Name suffixes of an int8 matrix's two tensors: `<name>.q8` (I8 [N, K]) and
     /// `<name>.q8_scale` (F16 [N, ceil(K/32)]), e.g. `model.layers.0.mlp.up_proj.weight.q8`.
@@ -36,13 +38,13 @@ public final class WeightStore: Sendable {
         self.directory = directory
         self.synthetic = nil
         self.quantizeMatrices = quantizeMatrices
+        dryRun = false
         let fm = FileManager.default
         let indexURL = directory.appendingPathComponent(Self.indexFileName)
         let singleURL = directory.appendingPathComponent(Self.singleFileName)
         if fm.fileExists(atPath: indexURL.path) {
             guard let data = try? Data(contentsOf: indexURL),
-                  let json = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-                  let map = json["weight_map"] as? [String: String] else {
+                  let map = (try? JSONDecoder().decode(SafetensorsIndex.self, from: data))?.weightMap else {
                 throw ModelLoadError.badIndex(file: indexURL.path, reason: "not a JSON object with a \"weight_map\" of tensor name to file")
             }
             for file in Set(map.values) where file.contains("/") || file.hasPrefix(".") {
@@ -77,6 +79,7 @@ public final class WeightStore: Sendable {
         fileForTensor = [:]
         shards = Mutex([:])
         synthetic = (seed, dtype, keep, false)
+        dryRun = false
     }
 
     /// A store whose tensors have shapes but no contents (they read as zeros and cost no memory):
@@ -87,6 +90,18 @@ public final class WeightStore: Sendable {
         fileForTensor = [:]
         shards = Mutex([:])
         synthetic = (0, dtype, false, true)
+        dryRun = false
+    }
+
+    /// A dry run of loading `store`'s checkpoint (quantized at load when `quantizeMatrices`):
+    /// every tensor is checked against the table as a load checks it, and costs no memory.
+    public init(dryRunOf store: WeightStore, quantizeMatrices: Bool) {
+        directory = store.directory
+        fileForTensor = store.fileForTensor
+        shards = Mutex(store.shards.withLock { $0 })
+        synthetic = nil
+        self.quantizeMatrices = quantizeMatrices
+        dryRun = true
     }
 
     public var tensorNames: [String] { fileForTensor.keys.sorted() }
@@ -129,6 +144,13 @@ public final class WeightStore: Sendable {
             if synthetic.keep { made.withLock { $0[name] = t } }
             return t
         }
+        if dryRun {
+            guard let e = entry(name) else { throw ModelLoadError.missingTensor(name: name, searched: directory.path) }
+            guard e.shape == shape else { throw ModelLoadError.shapeMismatch(name: name, expected: shape, got: e.shape) }
+            taken.withLock { $0[name] = e.range.count }
+            if !name.hasSuffix(Self.int8ScalesSuffix) { takenParameters.withLock { $0[name] = shape.reduce(1, *) } }
+            return Self.zeroTensor(shape: shape, dtype: e.dtype)
+        }
         guard let fileName = fileForTensor[name],
               let t = shards.withLock({ $0[fileName]?.tensor(name) }) else {
             throw ModelLoadError.missingTensor(name: name, searched: directory.path)
@@ -144,17 +166,20 @@ public final class WeightStore: Sendable {
     /// Takes the weight matrix `name` [rows, columns]: dense as stored, int8 when the checkpoint
     /// holds `<name>.q8` + `<name>.q8_scale`, or quantized now when `quantizeMatrices` and the
     /// name is one the quantization rule covers.
-    public func takeMatrix(_ name: String, rows: Int, columns: Int) throws -> WeightMatrix {
+    /// `int8Eligible`: the architecture stores this matrix in int8 when quantized (recorded in
+    /// `int8EligibleNames` whether or not this store quantizes).
+    public func takeMatrix(_ name: String, rows: Int, columns: Int, int8Eligible: Bool) throws -> WeightMatrix {
         let blocks = WeightMatrix.blockCount(columns)
         let valuesName = name + Self.int8ValuesSuffix, scalesName = name + Self.int8ScalesSuffix
-        if let synthetic, quantizeMatrices, WeightMap.isQuantizable(name), synthetic.shapesOnly {
+        if int8Eligible { eligible.withLock { _ = $0.insert(name) } }
+        if let synthetic, quantizeMatrices, int8Eligible, synthetic.shapesOnly {
             let values = Self.zeroTensor(shape: [rows, columns], dtype: .i8)
             let scales = Self.zeroTensor(shape: [rows, blocks], dtype: .f16)
             taken.withLock { $0[valuesName] = values.byteCount; $0[scalesName] = scales.byteCount }
             takenParameters.withLock { $0[valuesName] = values.count }
             return WeightMatrix(int8Values: values, scales: scales)
         }
-        if let synthetic, quantizeMatrices, WeightMap.isQuantizable(name) {
+        if let synthetic, quantizeMatrices, int8Eligible {
             let values = Self.randomTensor(shape: [rows, columns], dtype: .i8, seed: synthetic.seed ^ Self.hash(valuesName))
             // Scales such that values span about ±0.05, as the dense synthetic weights do.
             var scales = Tensor(zeros: [rows, blocks], dtype: .f16)
@@ -179,7 +204,13 @@ public final class WeightStore: Sendable {
         guard dense.dtype != .i8 else {
             throw ModelLoadError.wrongDType(name: name, expected: "F32, F16 or BF16 (int8 matrices are stored as \(valuesName) + \(scalesName))", got: .i8)
         }
-        guard quantizeMatrices, WeightMap.isQuantizable(name) else { return WeightMatrix(dense) }
+        guard quantizeMatrices, int8Eligible else { return WeightMatrix(dense) }
+        if dryRun {
+            let values = Self.zeroTensor(shape: [rows, columns], dtype: .i8)
+            let scales = Self.zeroTensor(shape: [rows, blocks], dtype: .f16)
+            taken.withLock { $0[name] = values.byteCount + scales.byteCount }
+            return WeightMatrix(int8Values: values, scales: scales)
+        }
         do {
             let q = try WeightMatrix.quantizedInt8(dense)
             taken.withLock { $0[name] = q.byteCount }  // what stays resident: the mapped original is dropped
@@ -188,6 +219,10 @@ public final class WeightStore: Sendable {
             throw ModelLoadError.quantization(name: name, reason: "\(error)")
         }
     }
+
+    /// Matrices taken so far that the architecture stores in int8 when quantized.
+    public var int8EligibleNames: Set<String> { eligible.withLock { $0 } }
+    private let eligible = Mutex<Set<String>>([])
 
     /// FNV-1a, stable across runs (Swift's Hasher is seeded per process).
     static func hash(_ name: String) -> UInt64 {
@@ -241,16 +276,23 @@ public final class WeightStore: Sendable {
 public struct WeightScope: Sendable {
     public let store: WeightStore
     public let prefix: String
+    /// Weight matrices under this scope are stored in int8 when the model is quantized.
+    public let int8: Bool
 
-    public init(store: WeightStore, prefix: String = "") {
+    public init(store: WeightStore, prefix: String = "", int8: Bool = false) {
         self.store = store
         self.prefix = prefix
+        self.int8 = int8
     }
 
     /// A nested scope: `scope("layers", 3)` → "<prefix>layers.3.".
     public func scope(_ parts: CustomStringConvertible...) -> WeightScope {
-        WeightScope(store: store, prefix: prefix + parts.map(\.description).joined(separator: ".") + ".")
+        WeightScope(store: store, prefix: prefix + parts.map(\.description).joined(separator: ".") + ".", int8: int8)
     }
+
+    /// This scope with its weight matrices marked int8-eligible: the architecture's quantization
+    /// rule (which matrices `--quantize int8` and `flamingo quantize` turn into int8 blocks).
+    public func int8Eligible() -> WeightScope { WeightScope(store: store, prefix: prefix, int8: true) }
 
     public func take(_ key: String, shape: [Int]) throws -> Tensor {
         try store.take(prefix + key, shape: shape)
@@ -258,7 +300,7 @@ public struct WeightScope: Sendable {
 
     /// A weight matrix [rows, columns] in its stored (or load-time quantized) format.
     public func takeMatrix(_ key: String, rows: Int, columns: Int) throws -> WeightMatrix {
-        try store.takeMatrix(prefix + key, rows: rows, columns: columns)
+        try store.takeMatrix(prefix + key, rows: rows, columns: columns, int8Eligible: int8)
     }
 
     public func contains(_ key: String) -> Bool { store.contains(prefix + key) }

@@ -45,13 +45,13 @@ public struct ChatRequestBuilder: Sendable {
         images = ImageSource(allowLocalFiles: allowLocalFiles,
                              limits: ImageLimits(maxSide: max(side, ImageLimits.default.maxSide), maxPixels: limits.maxImagePixels))
         template = ChatTemplate(style: templateStyle, tokenizer: tokenizer)
-        var stops = Set(directory.config.text.eosTokenIDs)
+        var stops = Set(directory.config.language.eosTokenIDs)
         if let eou = template.endOfUtterance, let id = tokenizer.tokenID(for: eou) { stops.insert(id) }
         stopTokens = stops
     }
 
     /// The model's context: prompt plus completion tokens.
-    public var contextLength: Int { directory.config.text.maxPositionEmbeddings }
+    public var contextLength: Int { directory.config.language.maxPositions }
 
     public func prepare(_ request: ChatCompletionRequest) throws -> PreparedCompletion {
         let (prompt, imageURLs) = template.render(request.messages)

@@ -1,14 +1,15 @@
 import FlamingoCore
 import Foundation
 
-/// A Flamingo-architecture model's shape, read from a Hugging Face IDEFICS `config.json`
+/// An IDEFICS model's shape, read from a Hugging Face IDEFICS `config.json`
 /// (transformers' `IdeficsConfig`, with nested `vision_config` and `perceiver_config`).
 /// Defaults are transformers' defaults; invariants are checked when decoding.
-public struct FlamingoConfig: Codable, Sendable, Equatable {
+public struct IdeficsConfig: ModelConfiguration, Codable, Equatable {
+    public static let modelType = "idefics"
     public var modelType: String
     public var text: Text
-    public var vision: Vision
-    public var resampler: Resampler
+    public var vision: VisionTransformerConfig
+    public var resampler: PerceiverResamplerConfig
     /// A gated cross-attention block runs before LM layer i when i % interval == 0.
     public var crossLayerInterval: Int
     /// RMSNorm over head_dim on the cross-attention's q and k.
@@ -17,37 +18,7 @@ public struct FlamingoConfig: Codable, Sendable, Equatable {
     /// `image_token_id` when config.json states it; else the tokenizer's `<image>`.
     public var imageTokenID: Int?
     /// `quantization_config` of a directory written by `flamingo quantize --dtype int8`.
-    public var quantization: Quantization?
-
-    /// How `flamingo quantize --dtype int8` stored the language model's weight matrices: each as
-    /// `<name>.q8` (I8 [N, K]) + `<name>.q8_scale` (F16 [N, ceil(K/32)]), value = q · scale
-    /// per block of 32 along K (DESIGN.md, README "int8 weights").
-    public struct Quantization: Codable, Sendable, Equatable {
-        public static let method = "flamingo_int8"
-        public var method = Quantization.method
-        public var blockSize = 32
-        public var scaleDType = "F16"
-        /// Tensor name prefixes whose `.weight` matrices are int8 (`WeightMap.isQuantizable`).
-        public var modules: [String] = []
-
-        public init(modules: [String]) { self.modules = modules }
-
-        enum CodingKeys: String, CodingKey {
-            case method = "quant_method", blockSize = "block_size", scaleDType = "scale_dtype", modules
-        }
-
-        public init(from decoder: any Decoder) throws {
-            let c = try decoder.container(keyedBy: CodingKeys.self)
-            method = try c.decodeIfPresent(String.self, forKey: .method) ?? ""
-            blockSize = try c.decodeIfPresent(Int.self, forKey: .blockSize) ?? 0
-            scaleDType = try c.decodeIfPresent(String.self, forKey: .scaleDType) ?? "F16"
-            modules = try c.decodeIfPresent([String].self, forKey: .modules) ?? []
-            guard method == Quantization.method, blockSize == 32, scaleDType == "F16" else {
-                throw ConfigError.invalid(key: "quantization_config", reason:
-                    "unsupported quantization (quant_method '\(method)', block_size \(blockSize), scale_dtype \(scaleDType)); this build reads \(Quantization.method) with block_size 32 and F16 scales")
-            }
-        }
-    }
+    public var quantization: Int8Quantization?
 
     /// The language model (LLaMA in IDEFICS).
     public struct Text: Codable, Sendable, Equatable {
@@ -72,64 +43,72 @@ public struct FlamingoConfig: Codable, Sendable, Equatable {
         public var totalVocabSize: Int { vocabSize + additionalVocabSize }
     }
 
-    /// The vision encoder (CLIP ViT in IDEFICS).
-    public struct Vision: Codable, Sendable, Equatable {
-        public var hiddenSize: Int
-        public var imageSize: Int
-        public var patchSize: Int
-        public var intermediateSize: Int
-        public var layerCount: Int
-        public var headCount: Int
-        public var channelCount: Int
-        public var activation: Activation
-        public var layerNormEps: Float
-
-        public var patchesPerSide: Int { imageSize / patchSize }
-        /// Class token + one token per patch.
-        public var tokensPerImage: Int { patchesPerSide * patchesPerSide + 1 }
-    }
-
-    /// The Perceiver Resampler.
-    public struct Resampler: Codable, Sendable, Equatable {
-        public var latentCount: Int
-        public var depth: Int
-        public var headCount: Int
-        public var headDim: Int
-        public var qkLayerNorms: Bool
-    }
-
     /// Visual tokens each image contributes to cross-attention.
     public var visualTokensPerImage: Int { useResampler ? resampler.latentCount : vision.tokensPerImage }
     /// Width of the visual tokens the LM's cross-attention reads (the vision width, also after resampling).
     public var visualTokenWidth: Int { vision.hiddenSize }
+    public var placement: CrossAttentionPlacement { .everyNthLayer(crossLayerInterval) }
     /// Number of gated cross-attention blocks.
-    public var crossAttentionBlockCount: Int { text.layerCount / crossLayerInterval }
+    public var crossAttentionBlockCount: Int { placement.blockCount(layerCount: text.layerCount) }
 
     /// The gated cross-attention block that runs before `layer`, if any.
     public func crossAttentionBlock(beforeLayer layer: Int) -> Int? {
-        guard layer % crossLayerInterval == 0 else { return nil }
-        let block = layer / crossLayerInterval
-        return block < crossAttentionBlockCount ? block : nil
+        placement.block(beforeLayer: layer, layerCount: text.layerCount)
+    }
+
+    /// The LM's decoder layers (LLaMA: no grouped-query attention, plain RoPE).
+    var decoder: DecoderLayerConfig {
+        DecoderLayerConfig(hiddenSize: text.hiddenSize, intermediateSize: text.intermediateSize, headCount: text.headCount,
+                           keyValueHeadCount: text.headCount, headDim: text.headDim, activation: text.activation,
+                           rmsNormEps: text.rmsNormEps, ropeTheta: text.ropeTheta)
+    }
+
+    /// The gated blocks: the LM's width, heads and MLP, keys and values from the visual tokens.
+    var crossAttention: GatedCrossAttentionConfig {
+        GatedCrossAttentionConfig(hiddenSize: text.hiddenSize, visualTokenWidth: visualTokenWidth, headCount: text.headCount,
+                                  intermediateSize: text.intermediateSize, activation: text.activation,
+                                  rmsNormEps: text.rmsNormEps, qkLayerNorms: qkLayerNorms)
+    }
+
+    // MARK: ModelConfiguration
+
+    public var language: LanguageShape {
+        LanguageShape(vocabularySize: text.totalVocabSize, hiddenSize: text.hiddenSize, layerCount: text.layerCount,
+                      maxPositions: text.maxPositionEmbeddings, bosTokenID: text.bosTokenID, eosTokenIDs: text.eosTokenIDs)
+    }
+    public var imageSize: Int { vision.imageSize }
+    public func crossAttends(layer: Int) -> Bool { crossAttentionBlock(beforeLayer: layer) != nil }
+
+    public func imageIndices(tokens: [Int], imageTokenID: Int) -> [Int?] {
+        IdeficsImageAttention.imageIndices(tokens: tokens, imageTokenID: imageTokenID, endOfSequenceTokenID: text.eosTokenIDs.first)
+    }
+
+    public func loadModel(weights: WeightStore, parts: ModelParts, progress: (String) -> Void) throws -> any VisionLanguageModel {
+        try Idefics(config: self, weights: weights, parts: parts, progress: progress)
+    }
+
+    public func withLayerCount(_ layerCount: Int) throws -> any ModelConfiguration {
+        var config = self
+        config.text.layerCount = layerCount
+        try config.validate()
+        return config
+    }
+
+    public var summary: [(label: String, text: String)] {
+        var lines = [
+            ("language", "\(text.layerCount) layers, width \(text.hiddenSize), \(text.headCount) heads, FFN \(text.intermediateSize) \(text.activation.rawValue), vocab \(text.vocabSize)+\(text.additionalVocabSize)"),
+            ("cross-attn", "\(crossAttentionBlockCount) gated blocks, one before every \(crossLayerInterval) layer(s), qk norms \(qkLayerNorms ? "on" : "off")"),
+            ("vision", "CLIP ViT \(vision.layerCount) layers, width \(vision.hiddenSize), \(vision.imageSize)px / \(vision.patchSize)px patches = \(vision.tokensPerImage) tokens"),
+        ]
+        let r = resampler
+        lines.append(("resampler", useResampler
+            ? "\(r.depth) blocks, \(r.latentCount) latents, \(r.headCount)x\(r.headDim) heads, qk norms \(r.qkLayerNorms ? "on" : "off")"
+            : "none (the LM reads all \(vision.tokensPerImage) vision tokens per image)"))
+        return lines
     }
 }
 
-/// Errors reading a model's configuration.
-public enum ConfigError: Error, LocalizedError, Equatable {
-    case unreadable(path: String, reason: String)
-    case unknownModelType(String)
-    case invalid(key: String, reason: String)
-
-    public var errorDescription: String? {
-        switch self {
-        case .unreadable(let path, let reason): "cannot read \(path): \(reason)"
-        case .unknownModelType(let type):
-            "unknown model_type '\(type)' in config.json (supported: idefics)"
-        case .invalid(let key, let reason): "config.json: \(key): \(reason)"
-        }
-    }
-}
-
-extension FlamingoConfig {
+extension IdeficsConfig {
     private enum CodingKeys: String, CodingKey {
         case modelType = "model_type"
         case vocabSize = "vocab_size", additionalVocabSize = "additional_vocab_size"
@@ -172,29 +151,10 @@ extension FlamingoConfig {
         }
     }
 
-    /// Reads `config.json` from a model directory.
-    public init(contentsOf url: URL) throws {
-        let data: Data
-        do { data = try Data(contentsOf: url) } catch {
-            throw ConfigError.unreadable(path: url.path, reason: "no such file or not readable")
-        }
-        do {
-            self = try JSONDecoder().decode(FlamingoConfig.self, from: data)
-        } catch let error as ConfigError {
-            throw error
-        } catch let DecodingError.typeMismatch(_, context), let DecodingError.valueNotFound(_, context),
-                let DecodingError.keyNotFound(_, context), let DecodingError.dataCorrupted(context) {
-            let path = context.codingPath.map(\.stringValue).joined(separator: ".")
-            throw ConfigError.invalid(key: path.isEmpty ? "(root)" : path, reason: context.debugDescription)
-        } catch {
-            throw ConfigError.unreadable(path: url.path, reason: "\(error)")
-        }
-    }
-
     public init(from decoder: any Decoder) throws {
         let c = try decoder.container(keyedBy: CodingKeys.self)
         modelType = try c.decodeIfPresent(String.self, forKey: .modelType) ?? ""
-        guard modelType == "idefics" else { throw ConfigError.unknownModelType(modelType) }
+        guard modelType == Self.modelType else { throw ConfigError.unknownModelType(modelType, supported: [Self.modelType]) }
 
         func act(_ name: String, key: String) throws -> Activation {
             guard let a = Activation(huggingFace: name) else {
@@ -246,11 +206,11 @@ extension FlamingoConfig {
         qkLayerNorms = try c.decodeIfPresent(Bool.self, forKey: .qkLayerNorms) ?? false
         useResampler = try c.decodeIfPresent(Bool.self, forKey: .useResampler) ?? false
         imageTokenID = try c.decodeIfPresent(Int.self, forKey: .imageTokenID)
-        quantization = try c.decodeIfPresent(Quantization.self, forKey: .quantization)
+        quantization = try c.decodeIfPresent(Int8Quantization.self, forKey: .quantization)
 
         let v = try c.nestedContainer(keyedBy: VisionKeys.self, forKey: .visionConfig)
         let visionWidth = try v.decodeIfPresent(Int.self, forKey: .embedDim) ?? v.decodeIfPresent(Int.self, forKey: .hiddenSize) ?? 768
-        vision = Vision(
+        vision = VisionTransformerConfig(
             hiddenSize: visionWidth,
             imageSize: try v.decodeIfPresent(Int.self, forKey: .imageSize) ?? 224,
             patchSize: try v.decodeIfPresent(Int.self, forKey: .patchSize) ?? 14,
@@ -263,7 +223,7 @@ extension FlamingoConfig {
         )
         if c.contains(.perceiverConfig) {
             let p = try c.nestedContainer(keyedBy: PerceiverKeys.self, forKey: .perceiverConfig)
-            resampler = Resampler(
+            resampler = PerceiverResamplerConfig(
                 latentCount: try p.decodeIfPresent(Int.self, forKey: .latentCount) ?? 64,
                 depth: try p.decodeIfPresent(Int.self, forKey: .depth) ?? 6,
                 headCount: try p.decodeIfPresent(Int.self, forKey: .headCount) ?? 16,
@@ -271,7 +231,7 @@ extension FlamingoConfig {
                 qkLayerNorms: try p.decodeIfPresent(Bool.self, forKey: .qkLayerNorms) ?? false
             )
         } else {
-            resampler = Resampler(latentCount: 64, depth: 6, headCount: 16, headDim: 96, qkLayerNorms: false)
+            resampler = PerceiverResamplerConfig(latentCount: 64, depth: 6, headCount: 16, headDim: 96, qkLayerNorms: false)
         }
         try validate()
     }

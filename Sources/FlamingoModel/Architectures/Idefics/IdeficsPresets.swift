@@ -7,27 +7,27 @@ public enum Preset: String, CaseIterable, Sendable {
     /// decode is bound by weight streaming.
     case bench1b = "bench-1b"
 
-    public var config: FlamingoConfig {
-        let clipH = FlamingoConfig.Vision(hiddenSize: 1280, imageSize: 224, patchSize: 14, intermediateSize: 5120,
+    public var config: IdeficsConfig {
+        let clipH = VisionTransformerConfig(hiddenSize: 1280, imageSize: 224, patchSize: 14, intermediateSize: 5120,
                                           layerCount: 32, headCount: 16, channelCount: 3, activation: .gelu, layerNormEps: 1e-5)
-        let resampler = FlamingoConfig.Resampler(latentCount: 64, depth: 6, headCount: 16, headDim: 96, qkLayerNorms: false)
-        func text(_ hidden: Int, _ inter: Int, _ layers: Int, _ heads: Int) -> FlamingoConfig.Text {
-            FlamingoConfig.Text(vocabSize: 32000, additionalVocabSize: 2, hiddenSize: hidden, intermediateSize: inter,
+        let resampler = PerceiverResamplerConfig(latentCount: 64, depth: 6, headCount: 16, headDim: 96, qkLayerNorms: false)
+        func text(_ hidden: Int, _ inter: Int, _ layers: Int, _ heads: Int) -> IdeficsConfig.Text {
+            IdeficsConfig.Text(vocabSize: 32000, additionalVocabSize: 2, hiddenSize: hidden, intermediateSize: inter,
                                 layerCount: layers, headCount: heads, activation: .silu, rmsNormEps: 1e-6, ropeTheta: 10000,
                                 maxPositionEmbeddings: 2048, tieWordEmbeddings: false, bosTokenID: 1, eosTokenIDs: [2], padTokenID: 0)
         }
         switch self {
         case .idefics9b:
-            return FlamingoConfig(modelType: "idefics", text: text(4096, 11008, 32, 32), vision: clipH, resampler: resampler,
+            return IdeficsConfig(modelType: "idefics", text: text(4096, 11008, 32, 32), vision: clipH, resampler: resampler,
                                   crossLayerInterval: 4, qkLayerNorms: false, useResampler: true, imageTokenID: 32001)
         case .idefics80b:
-            return FlamingoConfig(modelType: "idefics", text: text(8192, 22016, 80, 64), vision: clipH, resampler: resampler,
+            return IdeficsConfig(modelType: "idefics", text: text(8192, 22016, 80, 64), vision: clipH, resampler: resampler,
                                   crossLayerInterval: 4, qkLayerNorms: true, useResampler: true, imageTokenID: 32001)
         case .bench1b:
-            let vision = FlamingoConfig.Vision(hiddenSize: 768, imageSize: 224, patchSize: 16, intermediateSize: 3072,
+            let vision = VisionTransformerConfig(hiddenSize: 768, imageSize: 224, patchSize: 16, intermediateSize: 3072,
                                                layerCount: 12, headCount: 12, channelCount: 3, activation: .gelu, layerNormEps: 1e-5)
-            let small = FlamingoConfig.Resampler(latentCount: 64, depth: 2, headCount: 12, headDim: 64, qkLayerNorms: false)
-            return FlamingoConfig(modelType: "idefics", text: text(2048, 5632, 16, 16), vision: vision, resampler: small,
+            let small = PerceiverResamplerConfig(latentCount: 64, depth: 2, headCount: 12, headDim: 64, qkLayerNorms: false)
+            return IdeficsConfig(modelType: "idefics", text: text(2048, 5632, 16, 16), vision: vision, resampler: small,
                                   crossLayerInterval: 4, qkLayerNorms: false, useResampler: true, imageTokenID: 32001)
         }
     }

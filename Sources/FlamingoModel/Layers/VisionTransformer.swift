@@ -2,6 +2,76 @@ import FlamingoCore
 
 // CLIP ViT as IDEFICS uses it: transformers/models/idefics/vision.py (transformers 5.24).
 
+/// Shape of a CLIP-style vision transformer (IDEFICS `vision_config`).
+public struct VisionTransformerConfig: Codable, Sendable, Equatable {
+    public var hiddenSize: Int
+    public var imageSize: Int
+    public var patchSize: Int
+    public var intermediateSize: Int
+    public var layerCount: Int
+    public var headCount: Int
+    public var channelCount: Int
+    public var activation: Activation
+    public var layerNormEps: Float
+
+    public init(hiddenSize: Int, imageSize: Int, patchSize: Int, intermediateSize: Int, layerCount: Int, headCount: Int,
+                channelCount: Int, activation: Activation, layerNormEps: Float) {
+        self.hiddenSize = hiddenSize
+        self.imageSize = imageSize
+        self.patchSize = patchSize
+        self.intermediateSize = intermediateSize
+        self.layerCount = layerCount
+        self.headCount = headCount
+        self.channelCount = channelCount
+        self.activation = activation
+        self.layerNormEps = layerNormEps
+    }
+
+    public var patchesPerSide: Int { imageSize / patchSize }
+    /// Class token + one token per patch.
+    public var tokensPerImage: Int { patchesPerSide * patchesPerSide + 1 }
+}
+
+/// A stride-p convolution without bias over non-overlapping p x p patches, done as one matmul over
+/// the unfolded patches (ViT / CLIP `patch_embedding`).
+public struct PatchEmbedding: Sendable {
+    /// Conv weight [D, C, p, p] viewed as [D, C·p·p].
+    let weight: Tensor
+    let channelCount, patchSize: Int
+
+    /// Reads `<key>` [width, channels, p, p].
+    public init(_ w: WeightScope, _ key: String, width: Int, channelCount: Int, patchSize: Int) throws {
+        weight = try w.take(key, shape: [width, channelCount, patchSize, patchSize])
+            .reshaped([width, channelCount * patchSize * patchSize])
+        self.channelCount = channelCount
+        self.patchSize = patchSize
+    }
+
+    /// pixels [C, S, S] → [(S/p)², D], patches in row-major order.
+    public func callAsFunction(_ pixels: Tensor) -> Tensor {
+        let c = channelCount, p = patchSize, s = pixels.dim(-1), g = s / p
+        precondition(pixels.shape == [c, s, s] && s % p == 0, "patch embedding expects [\(c), S, S], got \(pixels.shape)")
+        // Unfold patches in the conv weight's (channel, row, column) order.
+        var patches = Tensor(zeros: [g * g, c * p * p])
+        patches.withMutableFloats { dst in
+            pixels.withFloats { src in
+                for py in 0..<g {
+                    for px in 0..<g {
+                        var o = (py * g + px) * c * p * p
+                        for ch in 0..<c {
+                            for ky in 0..<p {
+                                let row = src.baseAddress! + ch * s * s + (py * p + ky) * s + px * p
+                                for kx in 0..<p { dst[o] = row[kx]; o += 1 }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return linear(patches, weight: weight)
+    }
+}
+
 /// Multi-head self-attention with biases, no mask (every patch sees every patch).
 struct VisionAttention: Sendable {
     let q, k, v, out: Linear
@@ -31,7 +101,7 @@ struct VisionEncoderLayer: Sendable {
     let fc1, fc2: Linear
     let activation: Activation
 
-    init(_ w: WeightScope, config: FlamingoConfig.Vision) throws {
+    init(_ w: WeightScope, config: VisionTransformerConfig) throws {
         let d = config.hiddenSize
         layerNorm1 = try LayerNorm(w, "layer_norm1", width: d, eps: config.layerNormEps)
         selfAttention = try VisionAttention(w.scope("self_attn"), width: d, headCount: config.headCount)
@@ -53,9 +123,8 @@ struct VisionEncoderLayer: Sendable {
 /// unfolded patches), class token, position embedding, `pre_layrnorm`, encoder layers. Returns the
 /// last layer's hidden states without `post_layernorm`, as IDEFICS feeds them to the LM.
 public struct VisionEncoder: Sendable {
-    public let config: FlamingoConfig.Vision
-    /// Conv weight [D, 3, p, p] viewed as [D, 3·p·p].
-    let patchWeight: Tensor
+    public let config: VisionTransformerConfig
+    let patchEmbedding: PatchEmbedding
     let classEmbedding: Tensor
     let positionEmbedding: Tensor
     let preLayerNorm: LayerNorm
@@ -70,11 +139,11 @@ public struct VisionEncoder: Sendable {
         static let layers = "encoder.layers"
     }
 
-    public init(_ w: WeightScope, config: FlamingoConfig.Vision) throws {
+    public init(_ w: WeightScope, config: VisionTransformerConfig) throws {
         self.config = config
-        let d = config.hiddenSize, p = config.patchSize
-        patchWeight = try w.take(Key.patchEmbedding, shape: [d, config.channelCount, p, p])
-            .reshaped([d, config.channelCount * p * p])
+        let d = config.hiddenSize
+        patchEmbedding = try PatchEmbedding(w, Key.patchEmbedding, width: d, channelCount: config.channelCount,
+                                            patchSize: config.patchSize)
         classEmbedding = try w.take(Key.classEmbedding, shape: [d]).toF32()
         positionEmbedding = try w.take(Key.positionEmbedding, shape: [config.tokensPerImage, d]).toF32()
         preLayerNorm = try LayerNorm(w, Key.preLayerNorm, width: d, eps: config.layerNormEps)
@@ -86,26 +155,9 @@ public struct VisionEncoder: Sendable {
 
     /// pixels: [3, S, S] normalised → [1 + (S/p)², D]
     public func callAsFunction(_ pixels: Tensor) -> Tensor {
-        let s = config.imageSize, p = config.patchSize, c = config.channelCount, g = config.patchesPerSide
+        let s = config.imageSize, c = config.channelCount, g = config.patchesPerSide
         precondition(pixels.shape == [c, s, s], "vision encoder expects [\(c), \(s), \(s)], got \(pixels.shape)")
-        // Unfold patches in the conv weight's (channel, row, column) order.
-        var patches = Tensor(zeros: [g * g, c * p * p])
-        patches.withMutableFloats { dst in
-            pixels.withFloats { src in
-                for py in 0..<g {
-                    for px in 0..<g {
-                        var o = (py * g + px) * c * p * p
-                        for ch in 0..<c {
-                            for ky in 0..<p {
-                                let row = src.baseAddress! + ch * s * s + (py * p + ky) * s + px * p
-                                for kx in 0..<p { dst[o] = row[kx]; o += 1 }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let patchEmbeds = linear(patches, weight: patchWeight)
+        let patchEmbeds = patchEmbedding(pixels)
         let d = config.hiddenSize
         var h = Tensor(zeros: [g * g + 1, d])
         h.withMutableFloats { out in

@@ -2,9 +2,9 @@
 /// (`image_attention_mask_for_packed_input_ids` in transformers/models/idefics/processing_idefics.py):
 /// a token sees the most recent image at or before it; tokens before any image see none; after an
 /// end-of-sequence token, tokens see none until the next image.
-public enum ImageAttention {
+enum IdeficsImageAttention {
     /// - Returns: one entry per token: the index of the image it sees (in prompt order), or nil.
-    public static func imageIndices(tokens: [Int], imageTokenID: Int, endOfSequenceTokenID: Int?) -> [Int?] {
+    static func imageIndices(tokens: [Int], imageTokenID: Int, endOfSequenceTokenID: Int?) -> [Int?] {
         var result: [Int?] = []
         result.reserveCapacity(tokens.count)
         var count = -1

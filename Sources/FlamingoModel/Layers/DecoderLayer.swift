@@ -1,6 +1,37 @@
 import FlamingoCore
 
-// LLaMA decoder layer as IdeficsDecoderLayer in transformers/models/idefics/modeling_idefics.py.
+// LLaMA decoder layer as IdeficsDecoderLayer in transformers/models/idefics/modeling_idefics.py
+// (and LlamaDecoderLayer, with grouped-query attention and scaled RoPE).
+
+/// Shape of a LLaMA-style decoder layer.
+public struct DecoderLayerConfig: Sendable, Equatable {
+    public var hiddenSize: Int
+    public var intermediateSize: Int
+    public var headCount: Int
+    /// Key/value heads (grouped-query attention when fewer than `headCount`).
+    public var keyValueHeadCount: Int
+    public var headDim: Int
+    public var activation: Activation
+    public var rmsNormEps: Float
+    public var ropeTheta: Float
+    public var ropeScaling: RoPEScaling
+
+    public init(hiddenSize: Int, intermediateSize: Int, headCount: Int, keyValueHeadCount: Int, headDim: Int,
+                activation: Activation, rmsNormEps: Float, ropeTheta: Float, ropeScaling: RoPEScaling = .none) {
+        self.hiddenSize = hiddenSize
+        self.intermediateSize = intermediateSize
+        self.headCount = headCount
+        self.keyValueHeadCount = keyValueHeadCount
+        self.headDim = headDim
+        self.activation = activation
+        self.rmsNormEps = rmsNormEps
+        self.ropeTheta = ropeTheta
+        self.ropeScaling = ropeScaling
+    }
+
+    /// Width of one position's keys (and values) in the cache.
+    public var keyValueWidth: Int { keyValueHeadCount * headDim }
+}
 
 /// gate/up/down SwiGLU feed-forward (any gated activation).
 struct GatedMLP: Sendable {
@@ -20,37 +51,39 @@ struct GatedMLP: Sendable {
         return down(gatedActivate(gate: g, up: u, activation))
     }
 
-    var weightBytes: Int { gate.weightBytes + up.weightBytes + down.weightBytes }
+    var traffic: WeightTraffic { gate.traffic + up.traffic + down.traffic }
 }
 
-/// Causal self-attention with RoPE and a KV cache.
+/// Causal self-attention with RoPE and a KV cache; grouped-query when there are fewer key/value
+/// heads than query heads.
 struct SelfAttention: Sendable {
     let q, k, v, o: Linear
-    let headCount: Int
+    let headCount, keyValueHeadCount, headDim: Int
     let rope: RotaryEmbedding
 
-    init(_ w: WeightScope, config: FlamingoConfig.Text) throws {
-        let c = config.hiddenSize
-        q = try Linear(w, "q_proj", in: c, out: c)
-        k = try Linear(w, "k_proj", in: c, out: c)
-        v = try Linear(w, "v_proj", in: c, out: c)
-        o = try Linear(w, "o_proj", in: c, out: c)
+    init(_ w: WeightScope, config: DecoderLayerConfig) throws {
+        let c = config.hiddenSize, inner = config.headCount * config.headDim
+        q = try Linear(w, "q_proj", in: c, out: inner)
+        k = try Linear(w, "k_proj", in: c, out: config.keyValueWidth)
+        v = try Linear(w, "v_proj", in: c, out: config.keyValueWidth)
+        o = try Linear(w, "o_proj", in: inner, out: c)
         headCount = config.headCount
-        rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeTheta)
+        keyValueHeadCount = config.keyValueHeadCount
+        headDim = config.headDim
+        rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeTheta, scaling: config.ropeScaling)
     }
 
     /// x: [T, C], rows of several sequences; each slice's rows continue that sequence at
     /// position `caches[s].length` and append to its cache of local layer `layer`.
     func callAsFunction(_ x: Tensor, slices: [SequenceSlice], caches: inout [SequenceCache], layer: Int) -> Tensor {
-        let c = x.dim(-1)
-        let t = x.count / c
+        let t = x.count / x.dim(-1)
+        let c = headCount * headDim
         let (projectedQueries, projectedKeys, values) = Linear.apply(q, k, v, to: x)
         var queries = projectedQueries, keys = projectedKeys
         for (s, slice) in slices.enumerated() {
             rope.apply(&queries, rows: slice.rows, firstPosition: caches[s].length)
             rope.apply(&keys, rows: slice.rows, firstPosition: caches[s].length)
         }
-        let headDim = c / headCount
         var out = Tensor(zeros: [t, c])
         for (s, slice) in slices.enumerated() {
             let start = caches[s].length
@@ -60,7 +93,7 @@ struct SelfAttention: Sendable {
                     caches[s].selfAttention[layer].withKeysAndValues { kp, vp in
                         attention(out: o.baseAddress! + slice.rows.lowerBound * c, q: qp.baseAddress! + slice.rows.lowerBound * c,
                                   k: kp, v: vp, t: slice.rows.count, s: start + slice.rows.count,
-                                  heads: headCount, headDim: headDim, scale: 1 / Float(headDim).squareRoot(),
+                                  heads: headCount, keyValueHeads: keyValueHeadCount, headDim: headDim, scale: 1 / Float(headDim).squareRoot(),
                                   mask: .causal(offset: start))
                     }
                 }
@@ -69,7 +102,7 @@ struct SelfAttention: Sendable {
         return o(out)
     }
 
-    var weightBytes: Int { q.weightBytes + k.weightBytes + v.weightBytes + o.weightBytes }
+    var traffic: WeightTraffic { q.traffic + k.traffic + v.traffic + o.traffic }
 }
 
 /// h += attn(RMSNorm(h)); h += MLP(RMSNorm(h)).
@@ -78,7 +111,7 @@ public struct DecoderLayer: Sendable {
     let selfAttention: SelfAttention
     let mlp: GatedMLP
 
-    init(_ w: WeightScope, config: FlamingoConfig.Text) throws {
+    init(_ w: WeightScope, config: DecoderLayerConfig) throws {
         let c = config.hiddenSize
         inputLayerNorm = try RMSNorm(w, "input_layernorm", width: c, eps: config.rmsNormEps)
         selfAttention = try SelfAttention(w.scope("self_attn"), config: config)
@@ -92,5 +125,8 @@ public struct DecoderLayer: Sendable {
         addScaled(&h, mlp(postAttentionLayerNorm(h)))
     }
 
-    var weightBytes: Int { selfAttention.weightBytes + mlp.weightBytes + 2 * inputLayerNorm.weight.byteCount }
+    /// Weights streamed per token (norms held as f32).
+    var traffic: WeightTraffic {
+        selfAttention.traffic + mlp.traffic + WeightTraffic(bytes: 2 * inputLayerNorm.weight.byteCount)
+    }
 }

@@ -12,6 +12,7 @@ public struct LayerKVCache: Sendable {
 
     /// Appends rows of k and v ([T, C] each).
     mutating func append(keys k: Tensor, values v: Tensor) {
+        precondition(k.dim(-1) == width && v.dim(-1) == width, "cache rows of \(width), got \(k.shape)")
         k.withFloats { keys.append(contentsOf: $0) }
         v.withFloats { values.append(contentsOf: $0) }
         length += k.count / width

@@ -7,11 +7,12 @@ public struct TokenEmbedding: Sendable {
     let additional: Tensor?
     public let vocabSize: Int
 
-    init(_ w: WeightScope, config: FlamingoConfig.Text) throws {
-        base = try w.take("weight", shape: [config.vocabSize, config.hiddenSize])
-        additional = config.additionalVocabSize > 0
-            ? try w.take("additional_embedding.weight", shape: [config.additionalVocabSize, config.hiddenSize]) : nil
-        vocabSize = config.vocabSize
+    /// `additionalVocabSize` 0: a plain embedding table.
+    public init(_ w: WeightScope, vocabSize: Int, additionalVocabSize: Int = 0, width: Int) throws {
+        base = try w.take("weight", shape: [vocabSize, width])
+        additional = additionalVocabSize > 0
+            ? try w.take("additional_embedding.weight", shape: [additionalVocabSize, width]) : nil
+        self.vocabSize = vocabSize
     }
 
     /// ids (each < total vocabulary; checked by the caller) → [T, C]
@@ -51,24 +52,23 @@ public struct OutputHead: Sendable {
     let head: Linear
     let additional: Linear?
 
-    init(_ w: WeightScope, config: FlamingoConfig.Text, tiedEmbedding: TokenEmbedding?) throws {
-        norm = try RMSNorm(w.scope("model"), "norm", width: config.hiddenSize, eps: config.rmsNormEps)
-        let headScope = w.scope("lm_head")
-        if config.tieWordEmbeddings && !w.contains("lm_head.weight") {
-            guard let tied = tiedEmbedding else {
-                throw ModelLoadError.missingTensor(name: "lm_head.weight", searched: w.store.directory.path)
-            }
+    /// Reads `<norm>.weight` and `<head>.weight` (and `<head>.additional_fc.weight`) from `w`, or,
+    /// with `tiedEmbedding` and no head in the checkpoint, multiplies by the embedding table.
+    public init(_ w: WeightScope, norm normKey: String, head headKey: String, vocabSize: Int, additionalVocabSize: Int = 0,
+         width: Int, eps: Float, tiedEmbedding: TokenEmbedding?) throws {
+        norm = try RMSNorm(w, normKey, width: width, eps: eps)
+        if let tied = tiedEmbedding, !w.contains(headKey + ".weight") {
             head = Linear(weight: tied.base)
             additional = tied.additional.map { Linear(weight: $0) }
         } else {
-            head = try Linear(w, "lm_head", in: config.hiddenSize, out: config.vocabSize)
-            additional = config.additionalVocabSize > 0
-                ? try Linear(headScope, "additional_fc", in: config.hiddenSize, out: config.additionalVocabSize) : nil
+            head = try Linear(w, headKey, in: width, out: vocabSize)
+            additional = additionalVocabSize > 0
+                ? try Linear(w.scope(headKey), "additional_fc", in: width, out: additionalVocabSize) : nil
         }
     }
 
-    /// Weight bytes read per decoded token.
-    public var weightBytes: Int { head.weightBytes + (additional?.weightBytes ?? 0) }
+    /// Weights streamed per decoded token.
+    public var traffic: WeightTraffic { head.traffic + (additional?.traffic ?? WeightTraffic()) }
 
     /// h: [T, C] → logits [T, vocab + additional]
     public func callAsFunction(_ h: Tensor) -> Tensor {
@@ -97,44 +97,51 @@ public struct OutputHead: Sendable {
 /// blocks that run before those layers. A single process owns `0..<layerCount`; a pipeline
 /// stage owns a sub-range. Same code either way.
 public struct LanguageModel: Sendable {
-    public let config: FlamingoConfig
     public let layerRange: Range<Int>
+    public let layerCount: Int
+    let placement: CrossAttentionPlacement
     let layers: [DecoderLayer]
     /// Gated cross-attention blocks by block index (only those before owned layers).
     let crossAttentionBlocks: [Int: GatedCrossAttentionBlock]
+    /// Width of one position's keys (and values) in the self-attention cache.
+    let keyValueWidth: Int
 
-    init(_ w: WeightScope, config: FlamingoConfig, layers range: Range<Int>, progress: (String) -> Void = { _ in }) throws {
-        self.config = config
+    /// Reads layer i from `layerScope(i)` and block b from `blockScope(b)`.
+    public init(layers range: Range<Int>, layerCount: Int, decoder: DecoderLayerConfig, crossAttention: GatedCrossAttentionConfig,
+         placement: CrossAttentionPlacement, layerScope: (Int) -> WeightScope, blockScope: (Int) -> WeightScope,
+         progress: (String) -> Void = { _ in }) throws {
+        precondition(range.lowerBound >= 0 && range.upperBound <= layerCount)
         layerRange = range
+        self.layerCount = layerCount
+        self.placement = placement
+        keyValueWidth = decoder.keyValueWidth
         layers = try range.map {
-            progress("layer \($0 + 1)/\(config.text.layerCount)")
-            return try DecoderLayer(w.scope("layers", $0), config: config.text)
+            progress("layer \($0 + 1)/\(layerCount)")
+            return try DecoderLayer(layerScope($0), config: decoder)
         }
         var blocks: [Int: GatedCrossAttentionBlock] = [:]
         for layer in range {
-            if let b = config.crossAttentionBlock(beforeLayer: layer) {
-                blocks[b] = try GatedCrossAttentionBlock(w.scope("gated_cross_attn_layers", b), config: config)
+            if let b = placement.block(beforeLayer: layer, layerCount: layerCount) {
+                blocks[b] = try GatedCrossAttentionBlock(blockScope(b), config: crossAttention)
             }
         }
         crossAttentionBlocks = blocks
     }
 
-    /// Weight bytes the owned layers read for each decoded token.
-    public var weightBytesPerToken: Int {
-        layers.reduce(0) { $0 + $1.weightBytes } + crossAttentionBlocks.values.reduce(0) { $0 + $1.weightBytesPerToken }
+    /// Weights the owned layers stream for each decoded token.
+    public var traffic: WeightTraffic {
+        layers.reduce(WeightTraffic()) { $0 + $1.traffic } + crossAttentionBlocks.values.reduce(WeightTraffic()) { $0 + $1.traffic }
     }
 
     /// How the owned layers' weight matrices are stored (the first layer's, f32 without layers).
     public var matrixFormat: WeightFormat { layers.first?.selfAttention.q.weight.format ?? .f32 }
-    /// The stored dtype of those matrices' values (I8 for int8).
-    public var matrixDType: DType { layers.first?.selfAttention.q.weight.values.dtype ?? .f32 }
 
     /// True when some owned layer has a gated cross-attention block before it (needs visual tokens).
     public var crossAttends: Bool { !crossAttentionBlocks.isEmpty }
 
     /// A fresh cache for one sequence on these layers.
     public func makeCache() -> SequenceCache {
-        SequenceCache(layers: layerRange, width: config.text.hiddenSize)
+        SequenceCache(layers: layerRange, width: keyValueWidth)
     }
 
     /// Attaches one image's visual tokens [L, Dv] to a sequence: each owned block computes and
@@ -156,19 +163,11 @@ public struct LanguageModel: Sendable {
         }
         for (i, layer) in layers.enumerated() {
             let index = layerRange.lowerBound + i
-            if let b = config.crossAttentionBlock(beforeLayer: index), let block = crossAttentionBlocks[b] {
+            if let b = placement.block(beforeLayer: index, layerCount: layerCount), let block = crossAttentionBlocks[b] {
                 block(&h, slices: slices, caches: caches, block: b)
             }
             layer(&h, slices: slices, caches: &caches, layer: i)
         }
         for (s, slice) in slices.enumerated() { caches[s].length += slice.rows.count }
-    }
-
-    /// One sequence: h [T, C] are its next T positions; `imageIndex[t]` is the image token t sees.
-    public func forward(_ h: inout Tensor, imageIndex: [Int?], cache: inout SequenceCache) {
-        var caches = [cache]
-        cache = SequenceCache(layers: 0..<0, width: 0)  // drop our reference so the cache is not copied
-        forward(&h, slices: [SequenceSlice(rows: 0..<h.dim(0), imageIndex: imageIndex)], caches: &caches)
-        cache = caches[0]
     }
 }

@@ -6,6 +6,58 @@ import FlamingoCore
 //   h += tanh(alpha_dense) · MLP(RMSNorm(h))
 // gate_t is 0 for a token that sees no image; the dense branch runs for every token.
 
+/// Which LM layers have a gated cross-attention block before them, and its index.
+public enum CrossAttentionPlacement: Sendable, Equatable {
+    /// Before layer i when i % interval == 0 (IDEFICS's `cross_layer_interval`, the paper's
+    /// "every k-th layer"); block i / interval, layerCount / interval blocks.
+    case everyNthLayer(Int)
+    /// Before each listed layer, in order (block j before layers[j]).
+    case beforeLayers([Int])
+
+    /// The block before `layer` of a `layerCount`-layer LM, if any.
+    public func block(beforeLayer layer: Int, layerCount: Int) -> Int? {
+        switch self {
+        case .everyNthLayer(let interval):
+            guard layer % interval == 0 else { return nil }
+            let block = layer / interval
+            return block < layerCount / interval ? block : nil
+        case .beforeLayers(let layers):
+            return layers.firstIndex(of: layer)
+        }
+    }
+
+    public func blockCount(layerCount: Int) -> Int {
+        switch self {
+        case .everyNthLayer(let interval): layerCount / interval
+        case .beforeLayers(let layers): layers.count
+        }
+    }
+}
+
+/// Shape of a gated cross-attention block.
+public struct GatedCrossAttentionConfig: Sendable, Equatable {
+    public var hiddenSize: Int
+    /// Width of the visual tokens keys and values are projected from.
+    public var visualTokenWidth: Int
+    public var headCount: Int
+    public var intermediateSize: Int
+    public var activation: Activation
+    public var rmsNormEps: Float
+    /// RMSNorm over head_dim on q and k.
+    public var qkLayerNorms: Bool
+
+    public init(hiddenSize: Int, visualTokenWidth: Int, headCount: Int, intermediateSize: Int, activation: Activation,
+                rmsNormEps: Float, qkLayerNorms: Bool) {
+        self.hiddenSize = hiddenSize
+        self.visualTokenWidth = visualTokenWidth
+        self.headCount = headCount
+        self.intermediateSize = intermediateSize
+        self.activation = activation
+        self.rmsNormEps = rmsNormEps
+        self.qkLayerNorms = qkLayerNorms
+    }
+}
+
 /// A learned tanh gate: one scalar (`alpha_type: float`) or one value per channel (`vector`).
 struct TanhGate: Sendable {
     let values: [Float]
@@ -39,27 +91,27 @@ public struct GatedCrossAttentionBlock: Sendable {
     let attentionGate, denseGate: TanhGate
     let headCount: Int
 
-    init(_ w: WeightScope, config: FlamingoConfig) throws {
-        let text = config.text
-        let c = text.hiddenSize
+    init(_ w: WeightScope, config: GatedCrossAttentionConfig) throws {
+        let c = config.hiddenSize
         let kv = config.visualTokenWidth
-        inputLayerNorm = try RMSNorm(w, "input_layernorm", width: c, eps: text.rmsNormEps)
-        postAttentionLayerNorm = try RMSNorm(w, "post_attention_layernorm", width: c, eps: text.rmsNormEps)
+        let headDim = c / config.headCount
+        inputLayerNorm = try RMSNorm(w, "input_layernorm", width: c, eps: config.rmsNormEps)
+        postAttentionLayerNorm = try RMSNorm(w, "post_attention_layernorm", width: c, eps: config.rmsNormEps)
         let a = w.scope("cross_attn")
         q = try Linear(a, "q_proj", in: c, out: c)
         k = try Linear(a, "k_proj", in: kv, out: c)
         v = try Linear(a, "v_proj", in: kv, out: c)
         o = try Linear(a, "o_proj", in: c, out: c)
-        qLayerNorm = config.qkLayerNorms ? try RMSNorm(a, "q_layer_norm", width: text.headDim, eps: text.rmsNormEps) : nil
-        kLayerNorm = config.qkLayerNorms ? try RMSNorm(a, "k_layer_norm", width: text.headDim, eps: text.rmsNormEps) : nil
-        mlp = try GatedMLP(w.scope("mlp"), width: c, intermediate: text.intermediateSize, activation: text.activation)
+        qLayerNorm = config.qkLayerNorms ? try RMSNorm(a, "q_layer_norm", width: headDim, eps: config.rmsNormEps) : nil
+        kLayerNorm = config.qkLayerNorms ? try RMSNorm(a, "k_layer_norm", width: headDim, eps: config.rmsNormEps) : nil
+        mlp = try GatedMLP(w.scope("mlp"), width: c, intermediate: config.intermediateSize, activation: config.activation)
         attentionGate = try TanhGate(w, "alpha_cross_attn", width: c)
         denseGate = try TanhGate(w, "alpha_dense", width: c)
-        headCount = text.headCount
+        headCount = config.headCount
     }
 
-    /// Weight bytes read per decoded token (k/v projections run once per image, not per token).
-    var weightBytesPerToken: Int { q.weightBytes + o.weightBytes + mlp.weightBytes }
+    /// Weights streamed per decoded token (k/v projections run once per image, not per token).
+    var traffic: WeightTraffic { q.traffic + o.traffic + mlp.traffic }
 
     /// Projects one image's visual tokens [L, Dv] to this block's keys and values (done once per image).
     public func keysAndValues(visualTokens: Tensor) -> CrossAttentionKV {

@@ -54,15 +54,31 @@ struct PerceiverMLP: Sendable {
     func callAsFunction(_ x: Tensor) -> Tensor { cProj(activate(fc(layerNorm(x)), .relu)) }
 }
 
+/// Shape of a Perceiver Resampler (IDEFICS `perceiver_config`).
+public struct PerceiverResamplerConfig: Codable, Sendable, Equatable {
+    public var latentCount: Int
+    public var depth: Int
+    public var headCount: Int
+    public var headDim: Int
+    public var qkLayerNorms: Bool
+
+    public init(latentCount: Int, depth: Int, headCount: Int, headDim: Int, qkLayerNorms: Bool) {
+        self.latentCount = latentCount
+        self.depth = depth
+        self.headCount = headCount
+        self.headDim = headDim
+        self.qkLayerNorms = qkLayerNorms
+    }
+}
+
 /// Compresses one image's visual features to a fixed number of latents.
 public struct PerceiverResampler: Sendable {
     let latents: Tensor
     let blocks: [(attention: PerceiverAttention, mlp: PerceiverMLP)]
     let finalLayerNorm: LayerNorm
 
-    public init(_ w: WeightScope, config: FlamingoConfig) throws {
-        let d = config.vision.hiddenSize
-        let r = config.resampler
+    /// `width`: the visual features' (and latents') width.
+    public init(_ w: WeightScope, config r: PerceiverResamplerConfig, width d: Int) throws {
         latents = try w.take("latents", shape: [r.latentCount, d]).toF32()
         blocks = try (0..<r.depth).map { i in
             let b = w.scope("blocks", i)
