@@ -1082,7 +1082,7 @@ const ProtobufCMessageDescriptor flamingo__envelope__descriptor =
   (ProtobufCMessageInit) flamingo__envelope__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCEnumValue flamingo__kind__enum_values_by_number[12] =
+static const ProtobufCEnumValue flamingo__kind__enum_values_by_number[13] =
 {
   { "KIND_UNSPECIFIED", "FLAMINGO__KIND__KIND_UNSPECIFIED", 0 },
   { "HELLO", "FLAMINGO__KIND__HELLO", 1 },
@@ -1096,11 +1096,12 @@ static const ProtobufCEnumValue flamingo__kind__enum_values_by_number[12] =
   { "SHUTDOWN", "FLAMINGO__KIND__SHUTDOWN", 9 },
   { "HEARTBEAT", "FLAMINGO__KIND__HEARTBEAT", 10 },
   { "STATS", "FLAMINGO__KIND__STATS", 11 },
+  { "STATS_REQUEST", "FLAMINGO__KIND__STATS_REQUEST", 12 },
 };
 static const ProtobufCIntRange flamingo__kind__value_ranges[] = {
-{0, 0},{0, 12}
+{0, 0},{0, 13}
 };
-static const ProtobufCEnumValueIndex flamingo__kind__enum_values_by_name[12] =
+static const ProtobufCEnumValueIndex flamingo__kind__enum_values_by_name[13] =
 {
   { "CANCEL", 7 },
   { "DECODE", 5 },
@@ -1113,6 +1114,7 @@ static const ProtobufCEnumValueIndex flamingo__kind__enum_values_by_name[12] =
   { "PREFILL", 4 },
   { "SHUTDOWN", 9 },
   { "STATS", 11 },
+  { "STATS_REQUEST", 12 },
   { "VISUAL_TOKENS", 3 },
 };
 const ProtobufCEnumDescriptor flamingo__kind__descriptor =
@@ -1122,9 +1124,9 @@ const ProtobufCEnumDescriptor flamingo__kind__descriptor =
   "Kind",
   "Flamingo__Kind",
   "flamingo",
-  12,
+  13,
   flamingo__kind__enum_values_by_number,
-  12,
+  13,
   flamingo__kind__enum_values_by_name,
   1,
   flamingo__kind__value_ranges,

@@ -151,3 +151,28 @@ func engineServesConcurrentRequestsLikeABatch(worldSize: Int) async throws {
         for s in streams { for try await _ in s {} }
     }
 }
+
+/// Rank 0 sends its PLAN after the HELLOs; a rank that planned differently (started with other
+/// layout options) answers ERROR, and the run fails naming it, instead of running other layers.
+@Test func aRankWithAnotherPlanIsRefused() throws {
+    let (directory, reqs, _) = try requests("interval2_qknorm")
+    let transports = InProcessTransport.connected(worldSize: 3)
+    let group = DispatchGroup()
+    for rank in 1..<3 {
+        let transport = transports[rank]
+        let options = { var o = PipelineOptions(); o.visionOwnRank = rank == 2; return o }()  // rank 2 alone plans a vision rank of its own
+        group.enter()
+        Thread.detachNewThread {
+            _ = try? PipelineRuntime.run(transport: transport, directory: directory, options: options) { [] }
+            group.leave()
+        }
+    }
+    do {
+        _ = try PipelineRuntime.run(transport: transports[0], directory: directory, options: PipelineOptions()) { reqs }
+        Issue.record("the run went ahead with ranks on different plans")
+    } catch let PipelineError.stageFailed(rank, message) {
+        #expect(rank == 2)
+        #expect(message.contains("plan"), "\(message)")
+    }
+    group.wait()
+}

@@ -237,9 +237,9 @@ let invalidCases: [InvalidCase] = {
         .init(label: "wrong wire type for version", frame: Craft.frame([0x0A, 0x01, 0x01]), expected: .malformedProtobuf),
         // Envelope fields
         .init(label: "empty payload (version 0)", frame: Craft.frame([]), expected: .unsupportedVersion(0)),
-        .init(label: "version 2", frame: Craft.frame(Craft.envelope(version: 2)), expected: .unsupportedVersion(2)),
+        .init(label: "version 1 (before STATS_REQUEST)", frame: Craft.frame(Craft.envelope(version: 1)), expected: .unsupportedVersion(1)),
         .init(label: "kind 0", frame: env(kind: 0), expected: .unknownKind(0)),
-        .init(label: "kind 12", frame: env(kind: 12), expected: .unknownKind(12)),
+        .init(label: "kind 13", frame: env(kind: 13), expected: .unknownKind(13)),
         .init(label: "kind 300", frame: env(kind: 300), expected: .unknownKind(300)),
         .init(label: "kind -1", frame: env(kind: -1), expected: .unknownKind(-1)),
         .init(label: "HELLO without hello", frame: env(kind: 1), expected: .missingPayload(kind: .hello, field: "hello")),
@@ -327,7 +327,7 @@ func decoderRejects(_ c: InvalidCase) {
             == "tensor 'hidden' has shape [4, 4096] but 10 data bytes")
     #expect(WireError.badMagic(Array("GET ".utf8)).errorDescription?.contains("47 45 54 20") == true)
     #expect(WireError.checksumMismatch(declared: 1, computed: 0xE306_9283).errorDescription?.contains("0xE3069283") == true)
-    #expect(WireError.unsupportedVersion(7).errorDescription?.contains("speaks 1") == true)
+    #expect(WireError.unsupportedVersion(7).errorDescription?.contains("speaks 2") == true)
 }
 
 // MARK: Encoder applies the same rules

@@ -73,6 +73,7 @@ final class ScriptedEngine: GenerationEngine, @unchecked Sendable {
     }
 
     func submit(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, any Error> {
+        _ = try request.validate(config: directory.config, imageTokenID: directory.imageTokenID)  // as engines do at admission
         guard readyFlag.withLock({ $0 }) else { throw EngineError.unavailable("loading") }
         try log.withLock { log in
             guard log.active < queueLimit else { throw EngineError.queueFull(limit: queueLimit) }

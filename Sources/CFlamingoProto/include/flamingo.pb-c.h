@@ -39,9 +39,12 @@ typedef enum _Flamingo__Kind {
    */
   FLAMINGO__KIND__HELLO = 1,
   /*
-   * rank 0 -> all: stage assignments (carries `plan`)
+   * rank 0 -> all after HELLO: stage assignments (carries `plan`); a rank
    */
   FLAMINGO__KIND__PLAN = 2,
+  /*
+   * whose own plan differs answers ERROR
+   */
   /*
    * V -> xattn stages: resampled visual tokens, one tensor per image
    */
@@ -67,17 +70,24 @@ typedef enum _Flamingo__Kind {
    */
   FLAMINGO__KIND__ERROR = 8,
   /*
-   * finish and exit cleanly
+   * rank 0 -> stage: finish and exit cleanly (error_message set: rank 0 failed)
    */
   FLAMINGO__KIND__SHUTDOWN = 9,
   /*
-   * liveness only
+   * liveness only (a local wake-up; never needs an answer)
    */
   FLAMINGO__KIND__HEARTBEAT = 10,
   /*
-   * stage -> rank 0 while serving: the rank's figures so far (carries `stats`)
+   * stage -> rank 0: the rank's figures so far (carries `stats`): the answer
    */
-  FLAMINGO__KIND__STATS = 11
+  FLAMINGO__KIND__STATS = 11,
+  /*
+   * to STATS_REQUEST, and every second while serving
+   */
+  /*
+   * rank 0 -> stage: answer with STATS now
+   */
+  FLAMINGO__KIND__STATS_REQUEST = 12
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FLAMINGO__KIND)
 } Flamingo__Kind;
 /*
@@ -207,7 +217,7 @@ struct  Flamingo__Stage
 
 
 /*
- * A rank's figures, sent to rank 0 with its SHUTDOWN reply (--stats) and, while serving, in STATS.
+ * A rank's figures, sent to rank 0 in STATS.
  */
 struct  Flamingo__RankStats
 {
@@ -279,7 +289,7 @@ struct  Flamingo__Envelope
    */
   Flamingo__Plan *plan;
   /*
-   * SHUTDOWN replies and STATS
+   * STATS only
    */
   Flamingo__RankStats *stats;
 };

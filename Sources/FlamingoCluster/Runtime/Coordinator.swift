@@ -34,7 +34,6 @@ struct Coordinator {
     let batchSize: Int
     private(set) var groups: [Group]
     private var sequences: [UInt64: Sequence] = [:]
-    private var nextID: UInt64 = 1
     /// Called with (sequence id, token) as tokens are produced.
     var onToken: (UInt64, Int) -> Void = { _, _ in }
     /// Called once per sequence that ends by itself (stop token or length), not on cancel.
@@ -52,17 +51,14 @@ struct Coordinator {
     var activeCount: Int { groups.reduce(0) { $0 + $1.active.count } }
 
     private var firstStage: Int { plan.languageStages.first?.rank ?? 0 }
-    private var crossAttendingRanks: [Int] { plan.languageStages.filter { $0.crossBlocks > 0 }.map(\.rank) }
 
-    /// Queues a validated request; `group` nil picks the least-loaded group. Returns its id.
-    @discardableResult
-    mutating func submit(_ request: GenerationRequest, imageIndex: [Int?], group: Int? = nil) -> UInt64 {
-        let id = nextID
-        nextID += 1
+    /// Queues a request validated at admission as sequence `id` (the engine's, unique for the run);
+    /// `group` nil picks the least-loaded group.
+    mutating func submit(_ request: GenerationRequest, id: UInt64, imageIndex: [Int?], group: Int? = nil) {
+        precondition(sequences[id] == nil, "sequence \(id) submitted twice")
         sequences[id] = Sequence(id: id, request: request, imageIndex: imageIndex, output: SequenceOutput(request))
         let g = group.map { $0 % groups.count } ?? groups.indices.min { groups[$0].load < groups[$1].load }!
         groups[g].waiting.append(id)
-        return id
     }
 
     /// Drops a sequence: a waiting one at once; an active one when its current step returns
@@ -88,9 +84,9 @@ struct Coordinator {
         }
     }
 
-    /// Sends the next step of every idle group that has work. `visualTokens` computes an image's
-    /// visual tokens when rank 0 holds the vision encoder (else pixels go to the vision rank).
-    mutating func dispatch(send: (Message, Int) throws -> Void, visualTokens: ((Tensor) -> Tensor)?) throws {
+    /// Sends the next step of every idle group that has work; a newly admitted request's images
+    /// go to the vision stage first (which may be this rank's own).
+    mutating func dispatch(send: (Message, Int) throws -> Void) throws {
         for g in groups.indices where !groups[g].inFlight {
             // Admit waiting requests into free slots.
             while groups[g].active.count < batchSize, !groups[g].waiting.isEmpty {
@@ -98,7 +94,7 @@ struct Coordinator {
                 groups[g].active.append(id)
                 let request = sequences[id]!.request
                 if !request.images.isEmpty {
-                    try sendImages(of: id, request: request, send: send, visualTokens: visualTokens)
+                    try sendImages(of: id, request: request, send: send)
                 }
             }
             guard !groups[g].active.isEmpty else { continue }
@@ -125,21 +121,14 @@ struct Coordinator {
         }
     }
 
-    private func sendImages(of id: UInt64, request: GenerationRequest, send: (Message, Int) throws -> Void,
-                            visualTokens: ((Tensor) -> Tensor)?) throws {
+    /// Pixels to the vision stage, which sends the visual tokens to every cross-attending stage.
+    private func sendImages(of id: UInt64, request: GenerationRequest, send: (Message, Int) throws -> Void) throws {
         let meta = SequenceMeta(sequenceID: id, startPosition: 0, tokenCount: 0, imageCount: request.images.count)
         var message = Message(kind: .visualTokens, requestID: id, sequences: [meta])
-        if let visualTokens {
-            for (i, pixels) in request.images.enumerated() {
-                message.tensors.append(NamedTensor(Message.TensorName.visualTokens(image: i), visualTokens(pixels)))
-            }
-            for rank in crossAttendingRanks { try send(message, rank) }
-        } else {
-            for (i, pixels) in request.images.enumerated() {
-                message.tensors.append(NamedTensor("\(Message.TensorName.pixels).\(i)", pixels))
-            }
-            try send(message, plan.visionRank)
+        for (i, pixels) in request.images.enumerated() {
+            message.tensors.append(NamedTensor("\(Message.TensorName.pixels).\(i)", pixels))
         }
+        try send(message, plan.visionRank)
     }
 
     /// Samples the next token of every sequence in the group the logits belong to.

@@ -49,7 +49,8 @@ public protocol GenerationEngine: Sendable {
     /// The model's files: tokenizer, image preprocessing, config (to build requests).
     var directory: ModelDirectory { get }
     var status: EngineStatus { get }
-    /// Starts generating. The stream yields tokens, then `.finished`. When the consumer stops
+    /// Admits a request: validates it against the model (throws `RequestError`: the one place a
+    /// request is checked) and starts generating. The stream yields tokens, then `.finished`. When the consumer stops
     /// listening (the stream is terminated or its task cancelled), the sequence is cancelled and
     /// its caches freed on every rank. Throws `EngineError.queueFull` when the queue is full.
     func submit(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, Error>

@@ -3,10 +3,12 @@ import FlamingoModel
 import Foundation
 import Synchronization
 
-/// The serving engine on rank 0: many clients submit requests from any thread or task; one
-/// engine thread owns the coordinator and the transport, admits requests into microbatch groups
-/// between steps (continuous batching), streams tokens back, cancels sequences whose client went
-/// away (freeing their caches on every rank), and shuts the pipeline down.
+/// Rank 0's engine, the one loop for a batch (`generate --requests`) and for serving: requests are
+/// validated once, at admission (`submit`, `submitBatch`), and get their sequence id there, the one
+/// id every rank knows them by. One engine thread owns the coordinator, rank 0's own stage and the
+/// transport: it admits requests into microbatch groups between steps (continuous batching),
+/// streams tokens back (or collects a batch's results), cancels sequences whose client went away
+/// (freeing their caches on every rank), and at the end stops every rank.
 public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
     public let directory: ModelDirectory
     public let maxQueued: Int
@@ -14,19 +16,30 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
     private let shared = Mutex(Shared())
     private let stopped = DispatchSemaphore(value: 0)
 
+    /// Where a sequence's output goes: a client's stream, or slot `index` of a batch's results.
+    private enum Sink {
+        case stream(AsyncThrowingStream<GenerationEvent, Error>.Continuation)
+        case batch(index: Int)
+    }
+
     private struct Submission {
-        let key: UInt64
+        let id: UInt64
         let request: GenerationRequest
         let imageIndex: [Int?]
-        let continuation: AsyncThrowingStream<GenerationEvent, Error>.Continuation
+        /// A batch's fixed group (request i in group i % groups); nil: the least-loaded group.
+        let group: Int?
+        let sink: Sink
     }
 
     /// What client threads and the engine thread share.
     private struct Shared {
         var submissions: [Submission] = []
         var cancellations: [UInt64] = []
-        var nextKey: UInt64 = 1
+        var nextID: UInt64 = 1
         var accepting = true
+        /// Stop once nothing is left (a batch, or a shutdown asked for).
+        var stopWhenIdle = false
+        /// Then end whatever is still running (a server's grace period).
         var shutdownDeadline: ContinuousClock.Instant? = nil
         var status = EngineStatus(ready: false, queued: 0, active: 0)
     }
@@ -42,31 +55,49 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
     public func submit(_ request: GenerationRequest) throws -> AsyncThrowingStream<GenerationEvent, Error> {
         let imageIndex = try request.validate(config: directory.config, imageTokenID: directory.imageTokenID)
         let (stream, continuation) = AsyncThrowingStream<GenerationEvent, Error>.makeStream()
-        let key = try shared.withLock { s -> UInt64 in
+        let id = try shared.withLock { s -> UInt64 in
             guard s.accepting else { throw EngineError.unavailable("shutting down") }
             guard s.status.ready else { throw EngineError.unavailable("still loading") }
             guard s.status.queued < maxQueued else { throw EngineError.queueFull(limit: maxQueued) }
-            let key = s.nextKey
-            s.nextKey += 1
-            s.submissions.append(Submission(key: key, request: request, imageIndex: imageIndex, continuation: continuation))
+            let id = s.nextID
+            s.nextID += 1
+            s.submissions.append(Submission(id: id, request: request, imageIndex: imageIndex, group: nil,
+                                            sink: .stream(continuation)))
             s.status.queued += 1
-            return key
+            return id
         }
         continuation.onTermination = { [weak self] termination in
-            if case .cancelled = termination { self?.cancel(key) }
+            if case .cancelled = termination { self?.cancel(id) }
         }
         transport.wake()
         return stream
     }
 
-    private func cancel(_ key: UInt64) {
-        shared.withLock { $0.cancellations.append(key) }
+    /// A batch: every request validated (the first bad one throws, nothing is queued), request i
+    /// in microbatch group i % groups so every number is the same whatever the ranks or timing,
+    /// and the engine stops once they are all done. `run` returns their results in order.
+    func submitBatch(_ requests: [GenerationRequest]) throws {
+        let indices = try requests.map { try $0.validate(config: directory.config, imageTokenID: directory.imageTokenID) }
+        shared.withLock { s in
+            for (i, request) in requests.enumerated() {
+                s.submissions.append(Submission(id: s.nextID, request: request, imageIndex: indices[i], group: i,
+                                                sink: .batch(index: i)))
+                s.nextID += 1
+            }
+            s.accepting = false
+            s.stopWhenIdle = true
+        }
+    }
+
+    private func cancel(_ id: UInt64) {
+        shared.withLock { $0.cancellations.append(id) }
         transport.wake()
     }
 
     public func shutdown(grace: Duration) async {
         shared.withLock { s in
             s.accepting = false
+            s.stopWhenIdle = true
             s.shutdownDeadline = s.shutdownDeadline ?? ContinuousClock.now + grace
         }
         transport.wake()
@@ -79,8 +110,7 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
         }
     }
 
-    /// `ownBusy`: seconds rank 0 has computed (its stage and the vision tower); the other ranks'
-    /// figures arrive in their STATS messages.
+    /// `ownBusy`: seconds rank 0 has computed; the other ranks' figures arrive in their STATS.
     private func publishStatus(_ coordinator: Coordinator, ownBusy: Double) {
         shared.withLock {
             $0.status.queued = $0.submissions.count + coordinator.waitingCount
@@ -89,51 +119,60 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
         }
     }
 
-    /// The engine thread's loop; returns after shutdown (every rank told to stop) or throws when
-    /// the pipeline failed.
-    func run(coordinator: inout Coordinator, worker: inout StageWorker, visualTokens: ((Tensor) -> Tensor)?,
-             workerRanks: Range<Int>) throws {
-        defer { stopped.signal() }
+    /// What a finished run hands back: a batch's results in submission order, and the seconds
+    /// from the first dispatch until the pipeline was idle.
+    struct Outcome {
+        var results: [GenerationResult]
+        var seconds: Double
+    }
+
+    /// The engine thread's loop, after every rank said HELLO: runs until shutdown was asked for and
+    /// nothing is left (or the grace period is over), or throws when the pipeline failed (every
+    /// stream then ends with the error). Does not stop the other ranks: the caller does
+    /// (`PipelineRuntime.stopWorkers`), with or without their statistics.
+    func run(worker: inout StageWorker, options: PipelineOptions) throws -> Outcome {
+        let plan = worker.plan
+        var coordinator = Coordinator(plan: plan, groupCount: options.microbatches ?? max(4, plan.languageStages.count),
+                                      batchSize: options.batchSize)
         var streams: [UInt64: AsyncThrowingStream<GenerationEvent, Error>.Continuation] = [:]
-        var idForKey: [UInt64: UInt64] = [:]
-        var keyForID: [UInt64: UInt64] = [:]
+        var batchSlot: [UInt64: Int] = [:]
+        var batchResults: [Int: GenerationResult] = [:]
         var promptTokens: [UInt64: Int] = [:]
         coordinator.onToken = { id, token in streams[id]?.yield(.token(token)) }
         coordinator.onFinish = { id, result in
+            if let slot = batchSlot.removeValue(forKey: id) { batchResults[slot] = result }
             streams[id]?.yield(.finished(result.finishReason, promptTokens: promptTokens[id] ?? 0,
                                          completionTokens: result.tokens.count))
             streams[id]?.finish()
             streams[id] = nil
             promptTokens[id] = nil
-            if let key = keyForID.removeValue(forKey: id) { idForKey[key] = nil }
         }
         let send: (Message, Int) throws -> Void = { [transport] message, rank in try transport.send(message, to: rank) }
         shared.withLock { $0.status.ready = true }
-        var dispatchTime: Duration = .zero
+        let started = ContinuousClock.now
         do {
             while true {
-                let (newWork, cancels, deadline) = shared.withLock { s -> ([Submission], [UInt64], ContinuousClock.Instant?) in
-                    let taken = (s.submissions, s.cancellations, s.shutdownDeadline)
+                let (newWork, cancels, stopWhenIdle, deadline) = shared.withLock {
+                    s -> ([Submission], [UInt64], Bool, ContinuousClock.Instant?) in
+                    let taken = (s.submissions, s.cancellations, s.stopWhenIdle, s.shutdownDeadline)
                     s.submissions = []
                     s.cancellations = []
                     return taken
                 }
                 for sub in newWork {
-                    let id = coordinator.submit(sub.request, imageIndex: sub.imageIndex)
-                    streams[id] = sub.continuation
-                    idForKey[sub.key] = id
-                    keyForID[id] = sub.key
-                    promptTokens[id] = sub.request.promptTokens.count
+                    coordinator.submit(sub.request, id: sub.id, imageIndex: sub.imageIndex, group: sub.group)
+                    switch sub.sink {
+                    case .stream(let continuation): streams[sub.id] = continuation
+                    case .batch(let index): batchSlot[sub.id] = index
+                    }
+                    promptTokens[sub.id] = sub.request.promptTokens.count
                 }
-                for key in cancels {
-                    guard let id = idForKey.removeValue(forKey: key) else { continue }
-                    keyForID[id] = nil
-                    streams[id] = nil
+                for id in cancels where streams.removeValue(forKey: id) != nil {
                     try coordinator.cancel(id, send: send)
                 }
-                if let deadline {
+                if stopWhenIdle {
                     if coordinator.isIdle { break }
-                    if ContinuousClock.now >= deadline {
+                    if let deadline, ContinuousClock.now >= deadline {
                         // Grace period over: end what is left.
                         for (id, stream) in streams {
                             stream.finish(throwing: EngineError.unavailable("the server shut down"))
@@ -143,92 +182,38 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
                         if coordinator.isIdle { break }
                     }
                 }
-                let dispatchStart = ContinuousClock.now
-                try coordinator.dispatch(send: send, visualTokens: visualTokens)
-                dispatchTime += ContinuousClock.now - dispatchStart  // the vision tower runs here
-                publishStatus(coordinator, ownBusy: (worker.computeTime + dispatchTime).seconds)
+                try coordinator.dispatch(send: send)
+                publishStatus(coordinator, ownBusy: worker.computeTime.seconds)
                 guard let message = try transport.receive(timeout: coordinator.isIdle ? .seconds(1) : .milliseconds(200)) else { continue }
-                if message.kind == .stats, let stats = message.stats {
-                    shared.withLock { $0.status.stageBusySeconds[Int(stats.rank)] = stats.computeSeconds }
-                    continue
+                switch message.kind {
+                case .logits:
+                    try coordinator.handleLogits(message, send: send)
+                case .error:
+                    throw PipelineError.stageFailed(rank: Int(message.sourceRank), message: message.errorMessage)
+                case .visualTokens, .prefill, .decode, .cancel:
+                    try worker.handle(message, send: send)  // rank 0's own stage
+                case .stats:
+                    if let stats = message.stats {
+                        shared.withLock { $0.status.stageBusySeconds[Int(stats.rank)] = stats.computeSeconds }
+                    }
+                case .heartbeat:
+                    break  // a wake-up: new submissions or cancellations
+                default:
+                    throw PipelineError.protocolViolation("rank 0 got an unexpected \(message.kind) from rank \(message.sourceRank)")
                 }
-                try PipelineRuntime.handleOnCoordinator(message, coordinator: &coordinator, worker: &worker, send: send)
-                publishStatus(coordinator, ownBusy: (worker.computeTime + dispatchTime).seconds)
+                publishStatus(coordinator, ownBusy: worker.computeTime.seconds)
             }
         } catch {
             shared.withLock { $0.status.ready = false; $0.accepting = false }
             for stream in streams.values { stream.finish(throwing: EngineError.failed(error.localizedDescription)) }
+            stopped.signal()
             throw error
         }
+        let seconds = (ContinuousClock.now - started).seconds
         shared.withLock { $0.status.ready = false }
-        for r in workerRanks { try? transport.send(Message(kind: .shutdown), to: r) }
-        transport.flush(timeout: .seconds(5))
+        return Outcome(results: batchResults.sorted { $0.key < $1.key }.map(\.value), seconds: seconds)
     }
-}
 
-extension PipelineRuntime {
-    /// Serving: every rank loads its stage. Rank 0 hands a `PipelineEngine` to `serve` at once (the
-    /// HTTP server listens while the model loads; `engine.status.ready` turns true, and requests are
-    /// accepted, only when every rank has loaded and said HELLO), and loads, waits for its peers
-    /// and runs the engine on a thread of its own. `serve` returns after `engine.shutdown`. The
-    /// other ranks serve their stage until rank 0 shuts them down. A failure of the pipeline
-    /// (loading included) prints one error line and ends the whole job.
-    public static func serve(
-        transport: StageTransport, directory: ModelDirectory, options: PipelineOptions, maxQueued: Int,
-        progress: @escaping (String) -> Void = { _ in },
-        serve: @escaping @Sendable (PipelineEngine) async throws -> Void
-    ) async throws {
-        // Loading, waiting for peers and serving a stage block their thread: keep them off Swift's
-        // cooperative pool, which the HTTP server needs.
-        if transport.rank != 0 {
-            try await onOwnThread {
-                let setup = try prepare(transport: transport, directory: directory, options: options, progress: progress)
-                var worker = setup.worker
-                try serveStage(&worker, transport: transport, send: { try transport.send($0, to: $1) },
-                               startupTimeout: options.startupTimeout, started: setup.started, reportEvery: .seconds(1))
-            }
-            return
-        }
-        let engine = PipelineEngine(directory: directory, transport: transport, maxQueued: maxQueued)
-        let box = UncheckedSendable(progress)
-        let engineThread = Thread {
-            do {
-                let setup = try prepare(transport: transport, directory: directory, options: options, progress: box.value)
-                try awaitHellos(transport: transport, fingerprint: setup.fingerprint, timeout: options.startupTimeout)
-                let (plan, model) = (setup.plan, setup.worker.model)
-                var worker = setup.worker
-                let groupCount = options.microbatches ?? max(4, plan.languageStages.count)
-                var coordinator = Coordinator(plan: plan, groupCount: groupCount, batchSize: options.batchSize)
-                let visualTokens: ((Tensor) -> Tensor)? = worker.assignment.vision ? { model.visualTokens(pixels: $0) } : nil
-                try engine.run(coordinator: &coordinator, worker: &worker, visualTokens: visualTokens,
-                               workerRanks: 1..<max(1, transport.worldSize))
-            } catch {
-                let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
-                let prefix = transport.worldSize > 1 ? "rank 0: " : ""
-                FileHandle.standardError.write(Data("error: \(prefix)\(message)\n".utf8))
-                // The pipeline is gone (or never came up): end every rank now rather than serve errors forever.
-                for r in 1..<max(1, transport.worldSize) {
-                    try? transport.send(Message(kind: .shutdown, errorMessage: "rank 0: \(message)"), to: r)
-                }
-                transport.flush(timeout: .seconds(2))
-                transport.abortJob(code: 1)
-            }
-        }
-        engineThread.name = "pipeline-engine"
-        engineThread.stackSize = 8 << 20
-        engineThread.start()
-        try await serve(engine)
-    }
-}
-
-/// Runs blocking `body` on a thread of its own and awaits its result.
-func onOwnThread<T>(_ body: @escaping () throws -> T) async throws -> T {
-    let box = UncheckedSendable(body)
-    return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<UncheckedSendable<T>, Error>) in
-        let thread = Thread {
-            do { continuation.resume(returning: UncheckedSendable(try box.value())) } catch { continuation.resume(throwing: error) }
-        }
-        thread.stackSize = 8 << 20
-        thread.start()
-    }.value
+    /// Called once the other ranks are stopped: `shutdown` returns.
+    func finished() { stopped.signal() }
 }

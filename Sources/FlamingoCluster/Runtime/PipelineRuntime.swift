@@ -28,11 +28,13 @@ public struct RunReport: Sendable {
     public var seconds: Double
 }
 
-/// Runs requests through the pipeline of the transport's ranks. Every rank calls `run` with the
-/// same model and options; each loads only its own stage. Rank 0 builds the requests (tokenizer,
-/// images), schedules and samples, and gets the report; the other ranks serve their stage until
-/// rank 0 shuts them down, and get nil.
+/// Runs the pipeline of the transport's ranks, for a batch (`run`) or serving (`serve`). Every
+/// rank calls the same function with the same model and options; each loads only its own stage.
+/// Rank 0 runs the `PipelineEngine` (requests, scheduling, sampling) next to its own stage; the
+/// other ranks serve their stage (`serveStage`) until rank 0 stops them (`stopWorkers`).
 public enum PipelineRuntime {
+    /// A batch. Rank 0 builds the requests (tokenizer, images) and gets the report; the other
+    /// ranks get nil. A bad request ends every rank before any work.
     public static func run(
         transport: StageTransport,
         directory: ModelDirectory,
@@ -42,263 +44,120 @@ public enum PipelineRuntime {
         makeRequests: () throws -> [GenerationRequest]
     ) throws -> RunReport? {
         let setup = try prepare(transport: transport, directory: directory, options: options, progress: progress)
-        let (plan, assignment, model, fingerprint, started) = (setup.plan, setup.worker.assignment, setup.worker.model,
-                                                                setup.fingerprint, setup.started)
-        let config = directory.config
         var worker = setup.worker
-        let send: (Message, Int) throws -> Void = { message, rank in try transport.send(message, to: rank) }
-
         if transport.rank != 0 {
-            try serveStage(&worker, transport: transport, send: send, startupTimeout: options.startupTimeout, started: started)
+            try serveStage(&worker, transport: transport, fingerprint: setup.fingerprint, started: setup.started)
             return nil
         }
-
-        // Rank 0: requests first, so bad input ends every rank before any work.
-        let requests: [GenerationRequest]
+        let engine = PipelineEngine(directory: directory, transport: transport, maxQueued: .max)
         do {
-            requests = try makeRequests()
+            try engine.submitBatch(try makeRequests())
         } catch {
-            for r in 1..<max(1, transport.worldSize) {
-                try? transport.send(Message(kind: .shutdown, errorMessage: "rank 0: \(error.localizedDescription)"), to: r)
-            }
-            transport.flush(timeout: .seconds(5))
+            stopWorkers(transport: transport, failure: "rank 0: \(error.localizedDescription)")
             throw error
         }
-        try awaitHellos(transport: transport, fingerprint: fingerprint, timeout: options.startupTimeout)
+        do {
+            try awaitHellos(transport: transport, fingerprint: setup.fingerprint, timeout: options.startupTimeout)
+            try sendPlan(setup.plan, fingerprint: setup.fingerprint, transport: transport)
+            let outcome = try engine.run(worker: &worker, options: options)
+            let stats = try stopWorkers(transport: transport, collectingStatsOf: collectStats ? worker : nil, started: setup.started)
+            return RunReport(results: outcome.results, plan: setup.plan, stats: stats, seconds: outcome.seconds)
+        } catch {
+            stopWorkers(transport: transport, failure: "rank 0: \(error.localizedDescription)")
+            throw error
+        }
+    }
 
-        let groupCount = options.microbatches ?? max(4, plan.languageStages.count)
-        var coordinator = Coordinator(plan: plan, groupCount: groupCount, batchSize: options.batchSize)
-        var results: [UInt64: GenerationResult] = [:]
-        coordinator.onFinish = { id, result in results[id] = result }
-        var ids: [UInt64] = []
-        for (i, request) in requests.enumerated() {
-            let index = try request.validate(config: config, imageTokenID: directory.imageTokenID)
-            ids.append(coordinator.submit(request, imageIndex: index, group: i))
+    /// Serving: every rank loads its stage. Rank 0 hands a `PipelineEngine` to `serve` at once (the
+    /// HTTP server listens while the model loads; `engine.status.ready` turns true, and requests are
+    /// accepted, only when every rank has loaded and said HELLO), and loads, waits for its peers
+    /// and runs the engine on a thread of its own. `serve` returns after `engine.shutdown`. The
+    /// other ranks serve their stage until rank 0 shuts them down. A failure of the pipeline
+    /// (loading included) prints one error line and ends the whole job.
+    public static func serve(
+        transport: StageTransport, directory: ModelDirectory, options: PipelineOptions, maxQueued: Int,
+        progress: @escaping (String) -> Void = { _ in },
+        serve: @escaping @Sendable (PipelineEngine) async throws -> Void
+    ) async throws {
+        // Loading, waiting for peers and serving a stage block their thread: keep them off Swift's
+        // cooperative pool, which the HTTP server needs.
+        if transport.rank != 0 {
+            try await onOwnThread {
+                let setup = try prepare(transport: transport, directory: directory, options: options, progress: progress)
+                var worker = setup.worker
+                try serveStage(&worker, transport: transport, fingerprint: setup.fingerprint, started: setup.started,
+                               reportEvery: .seconds(1))
+            }
+            return
         }
-        let visualTokens: ((Tensor) -> Tensor)? = assignment.vision ? { model.visualTokens(pixels: $0) } : nil
-        let computeStart = ContinuousClock.now
-        var visionTime: Duration = .zero
-        while !coordinator.isIdle {
-            let t0 = ContinuousClock.now
-            try coordinator.dispatch(send: send, visualTokens: visualTokens)
-            visionTime += ContinuousClock.now - t0
-            guard let message = try transport.receive(timeout: .seconds(1)) else { continue }
-            try handleOnCoordinator(message, coordinator: &coordinator, worker: &worker, send: send)
+        let engine = PipelineEngine(directory: directory, transport: transport, maxQueued: maxQueued)
+        let box = UncheckedSendable(progress)
+        let engineThread = Thread {
+            do {
+                let setup = try prepare(transport: transport, directory: directory, options: options, progress: box.value)
+                try awaitHellos(transport: transport, fingerprint: setup.fingerprint, timeout: options.startupTimeout)
+                try sendPlan(setup.plan, fingerprint: setup.fingerprint, transport: transport)
+                var worker = setup.worker
+                _ = try engine.run(worker: &worker, options: options)
+                _ = try stopWorkers(transport: transport, collectingStatsOf: nil, started: setup.started)
+                engine.finished()
+            } catch {
+                let message = (error as? LocalizedError)?.errorDescription ?? "\(error)"
+                let prefix = transport.worldSize > 1 ? "rank 0: " : ""
+                FileHandle.standardError.write(Data("error: \(prefix)\(message)\n".utf8))
+                // The pipeline is gone (or never came up): end every rank now rather than serve errors forever.
+                stopWorkers(transport: transport, failure: "rank 0: \(message)")
+                transport.abortJob(code: 1)
+            }
         }
-        let seconds = (ContinuousClock.now - computeStart).seconds
-        // Shut the other ranks down; collect their statistics on the way.
-        var stats: [RankStats] = []
-        for r in 1..<max(1, transport.worldSize) {
-            try transport.send(Message(kind: .shutdown, step: collectStats ? 1 : 0), to: r)
-        }
-        if collectStats {
-            worker.computeTime += visionTime
-            stats.append(RankStats.current(rank: 0, assignment: assignment, worker: worker, transport: transport, started: started))
-            var pending = Set(1..<max(1, transport.worldSize))
+        engineThread.name = "pipeline-engine"
+        engineThread.stackSize = 8 << 20
+        engineThread.start()
+        try await serve(engine)
+    }
+
+    /// The one way rank 0 ends the other ranks: with `stats` (a batch's --stats), each answers a
+    /// STATS_REQUEST first; then every rank gets SHUTDOWN. Returns every rank's figures, rank 0's
+    /// (from `stats`) included, in rank order.
+    static func stopWorkers(transport: StageTransport, collectingStatsOf stats: StageWorker?,
+                            started: ContinuousClock.Instant) throws -> [RankStats] {
+        let workers = 1..<max(1, transport.worldSize)
+        var figures: [RankStats] = []
+        if let worker = stats {
+            figures.append(RankStats.current(rank: 0, assignment: worker.assignment, worker: worker, transport: transport,
+                                             started: started))
+            for r in workers { try transport.send(Message(kind: .statsRequest), to: r) }
+            var pending = Set(workers)
             while !pending.isEmpty {
                 guard let m = try transport.receive(timeout: .seconds(10)) else {
                     throw PipelineError.protocolViolation("ranks \(pending.sorted()) did not report statistics")
                 }
-                if m.kind == .shutdown, let s = m.stats {
-                    stats.append(s)
-                    pending.remove(Int(m.sourceRank))
-                }
+                if m.kind == .stats, let s = m.stats, pending.remove(Int(m.sourceRank)) != nil { figures.append(s) }
             }
-            stats.sort { $0.rank < $1.rank }
+            figures.sort { $0.rank < $1.rank }
         }
+        for r in workers { try transport.send(Message(kind: .shutdown), to: r) }
         transport.flush(timeout: .seconds(5))
-        return RunReport(results: ids.map { results[$0]! }, plan: plan, stats: stats, seconds: seconds)
+        return figures
     }
 
-    struct Setup {
-        let plan: PipelinePlan
-        let worker: StageWorker
-        let fingerprint: Fingerprint
-        let started: ContinuousClock.Instant
-    }
-
-    /// What every rank does first: plan (the same on every rank), load its stage, and (ranks > 0)
-    /// say HELLO to rank 0.
-    static func prepare(transport: StageTransport, directory: ModelDirectory, options: PipelineOptions,
-                        progress: @escaping (String) -> Void) throws -> Setup {
-        let started = ContinuousClock.now
-        let config = directory.config
-        let weights = try WeightStore(directory: directory.url, quantizeMatrices: options.quantizeMatrices)
-        let shape = try ModelShape.forLoading(directory: directory, weights: weights, quantizeMatrices: options.quantizeMatrices)
-        // Every rank computes the same plan from the same inputs; HELLO checks they agree.
-        let plan = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: options.memoryPerRank,
-                                            visionOwnRank: options.visionOwnRank)
-        let assignment = plan.stages[transport.rank]
-        let parts = ModelParts(vision: assignment.vision, embedding: assignment.embedding,
-                               layers: assignment.layers, outputHead: assignment.outputHead)
-        let model = try config.loadModel(weights: weights, parts: parts, progress: progress)
-        let fingerprint = Fingerprint.of(directory: directory.url, weights: weights)
-        if transport.rank != 0 {
-            try transport.send(Message(kind: .hello, hello: .init(worldSize: UInt32(transport.worldSize),
-                                                                  modelFingerprint: fingerprint.tensors,
-                                                                  configHash: fingerprint.config,
-                                                                  kernels: KernelTable.active.summary)), to: 0)
+    /// After a failure on rank 0: SHUTDOWN carrying the reason to every other rank, best effort.
+    static func stopWorkers(transport: StageTransport, failure: String) {
+        for r in 1..<max(1, transport.worldSize) {
+            try? transport.send(Message(kind: .shutdown, errorMessage: failure), to: r)
         }
-        return Setup(plan: plan, worker: StageWorker(assignment: assignment, plan: plan, model: model),
-                     fingerprint: fingerprint, started: started)
-    }
-
-    /// Rank 0's share of a message: logits for the coordinator, stage work for its own stage.
-    static func handleOnCoordinator(_ message: Message, coordinator: inout Coordinator, worker: inout StageWorker,
-                                    send: (Message, Int) throws -> Void) throws {
-        switch message.kind {
-        case .logits:
-            try coordinator.handleLogits(message, send: send)
-        case .error:
-            throw PipelineError.stageFailed(rank: Int(message.sourceRank), message: message.errorMessage)
-        case .visualTokens, .prefill, .decode, .cancel:
-            try worker.handle(message, send: send)
-        case .heartbeat, .stats:
-            break  // a wake-up; a serving stage's figures (the engine reads them before this)
-        default:
-            throw PipelineError.protocolViolation("rank 0 got an unexpected \(message.kind) from rank \(message.sourceRank)")
-        }
-    }
-
-    /// A worker rank's loop: handle stage messages until rank 0 says shut down. With `reportEvery`
-    /// (serving), the rank also sends rank 0 its figures (STATS) that often, for /metrics.
-    static func serveStage(_ worker: inout StageWorker, transport: StageTransport,
-                           send: (Message, Int) throws -> Void, startupTimeout: Duration, started: ContinuousClock.Instant,
-                           reportEvery: Duration? = nil) throws {
-        var lastReport = ContinuousClock.now
-        while true {
-            if let reportEvery, ContinuousClock.now - lastReport >= reportEvery {
-                lastReport = ContinuousClock.now
-                var report = Message(kind: .stats)
-                report.stats = RankStats.current(rank: transport.rank, assignment: worker.assignment, worker: worker,
-                                                 transport: transport, started: started)
-                try send(report, 0)
-            }
-            guard let message = try transport.receive(timeout: reportEvery.map { min($0, .seconds(1)) } ?? .seconds(1)) else { continue }
-            switch message.kind {
-            case .shutdown:
-                if !message.errorMessage.isEmpty { throw PipelineError.stageFailed(rank: 0, message: message.errorMessage) }
-                if message.step == 1 {
-                    var reply = Message(kind: .shutdown)
-                    reply.stats = RankStats.current(rank: transport.rank, assignment: worker.assignment, worker: worker,
-                                                    transport: transport, started: started)
-                    try transport.send(reply, to: 0)
-                }
-                transport.flush(timeout: .seconds(5))
-                return
-            case .visualTokens, .prefill, .decode, .cancel:
-                do {
-                    try worker.handle(message, send: send)
-                } catch {
-                    try? transport.send(Message(kind: .error, errorMessage: error.localizedDescription), to: 0)
-                    transport.flush(timeout: .seconds(2))
-                    throw error
-                }
-            default:
-                throw PipelineError.protocolViolation("rank \(transport.rank) got an unexpected \(message.kind)")
-            }
-        }
-    }
-
-    /// Rank 0 waits for every other rank's HELLO and checks they loaded the same model. Ranks on
-    /// different kernel families (a mixed cluster) work, but their numbers differ slightly from a
-    /// one-process run: that is a warning on stderr, naming the ranks.
-    static func awaitHellos(transport: StageTransport, fingerprint: Fingerprint, timeout: Duration) throws {
-        var pending = Set(1..<max(1, transport.worldSize))
-        let ownKernels = KernelTable.active.summary
-        var otherKernels: [Int: String] = [:]
-        defer {
-            if !otherKernels.isEmpty {
-                let lines = otherKernels.sorted { $0.key < $1.key }.map { "rank \($0.key): \($0.value)" }.joined(separator: "; ")
-                FileHandle.standardError.write(Data("warning: mixed cluster: rank 0 runs kernels \(ownKernels), but \(lines); results can differ slightly from one process (set FLAMINGO_KERNELS to one level on every rank to match)\n".utf8))
-            }
-        }
-        let deadline = ContinuousClock.now + timeout
-        while !pending.isEmpty {
-            guard ContinuousClock.now < deadline else {
-                throw PipelineError.protocolViolation("ranks \(pending.sorted()) did not start within \(timeout)")
-            }
-            guard let m = try transport.receive(timeout: .seconds(1)) else { continue }
-            let rank = Int(m.sourceRank)
-            switch m.kind {
-            case .hello:
-                guard let hello = m.hello else { throw PipelineError.protocolViolation("HELLO without its payload") }
-                if hello.worldSize != UInt32(transport.worldSize) {
-                    throw PipelineError.mismatchedPeer(rank: rank, reason: "it sees \(hello.worldSize) ranks, rank 0 sees \(transport.worldSize)")
-                }
-                if hello.configHash != fingerprint.config {
-                    throw PipelineError.mismatchedPeer(rank: rank, reason: "its config.json differs")
-                }
-                if hello.modelFingerprint != fingerprint.tensors {
-                    throw PipelineError.mismatchedPeer(rank: rank, reason: "its checkpoint has different tensors")
-                }
-                if hello.kernels != ownKernels { otherKernels[rank] = hello.kernels }
-                pending.remove(rank)
-            case .error:
-                throw PipelineError.stageFailed(rank: rank, message: m.errorMessage)
-            case .stats, .heartbeat:
-                continue  // a serving stage that is up already reports its figures
-            default:
-                throw PipelineError.protocolViolation("expected HELLO from rank \(rank), got \(m.kind)")
-            }
-        }
+        transport.flush(timeout: .seconds(2))
     }
 }
 
-/// Identifies a checkpoint cheaply: the config file's bytes and the tensor table (names, dtypes,
-/// shapes), so ranks on different hosts can check they hold the same model.
-struct Fingerprint {
-    let config: UInt64
-    let tensors: String
-
-    static func of(directory: URL, weights store: WeightStore) -> Fingerprint {
-        let configBytes = (try? Data(contentsOf: directory.appendingPathComponent("config.json"))) ?? Data()
-        var table = ""
-        for name in store.tensorNames {
-            if let e = store.entry(name) { table += "\(name):\(e.dtype.rawValue):\(e.shape);" }
+/// Runs blocking `body` on a thread of its own and awaits its result.
+func onOwnThread<T>(_ body: @escaping () throws -> T) async throws -> T {
+    let box = UncheckedSendable(body)
+    return try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<UncheckedSendable<T>, Error>) in
+        let thread = Thread {
+            do { continuation.resume(returning: UncheckedSendable(try box.value())) } catch { continuation.resume(throwing: error) }
         }
-        return Fingerprint(config: fnv1a(configBytes), tensors: String(fnv1a(Data(table.utf8)), radix: 16))
-    }
-
-    static func fnv1a(_ data: Data) -> UInt64 {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in data { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
-        return h
-    }
-}
-
-extension RankStats {
-    /// This rank's figures now.
-    static func current(rank: Int, assignment: StageAssignment, worker: StageWorker, transport: StageTransport,
-                        started: ContinuousClock.Instant) -> RankStats {
-        let total = (ContinuousClock.now - started).seconds
-        let compute = worker.computeTime.seconds
-        let c = transport.counters
-        return RankStats(rank: UInt32(rank), role: assignment.role,
-                         layerStart: UInt32(assignment.layers.lowerBound), layerEnd: UInt32(assignment.layers.upperBound),
-                         weightBytes: UInt64(worker.model.weightBytes), peakRSSBytes: UInt64(ProcessMemory.peakResidentBytes),
-                         computeSeconds: compute, waitSeconds: max(0, total - compute),
-                         bytesSent: UInt64(c.bytesSent), bytesReceived: UInt64(c.bytesReceived),
-                         cacheBytes: UInt64(worker.peakCacheBytes))
-    }
-}
-
-/// Peak resident memory of this process (VmHWM in /proc/self/status).
-public enum ProcessMemory {
-    public static var peakResidentBytes: Int { field("VmHWM") }
-    public static var residentBytes: Int { field("VmRSS") }
-
-    private static func field(_ name: String) -> Int {
-        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in status.split(separator: "\n") where line.hasPrefix(name + ":") {
-            let kb = line.split(separator: " ").compactMap { Int($0) }.first ?? 0
-            return kb * 1024
-        }
-        return 0
-    }
-}
-
-extension Duration {
-    /// The duration in seconds.
-    var seconds: Double { Double(components.seconds) + Double(components.attoseconds) * 1e-18 }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }.value
 }

@@ -8,7 +8,7 @@ public enum Frame {
     public static let magic: [UInt8] = Array("FLM1".utf8)
     public static let headerSize = 12
     /// Envelope.version this build writes and the only one it reads.
-    public static let version: UInt32 = 1
+    public static let version: UInt32 = 2
     /// Tensors have at most this many dimensions.
     public static let maxTensorRank = 8
     /// protobuf messages must stay below 2 GiB; receivers may set a lower limit.

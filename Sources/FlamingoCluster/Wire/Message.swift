@@ -14,6 +14,7 @@ public enum MessageKind: UInt8, Sendable, CaseIterable, CustomStringConvertible 
     case shutdown = 9
     case heartbeat = 10
     case stats = 11
+    case statsRequest = 12
 
     public var description: String {
         switch self {
@@ -28,6 +29,7 @@ public enum MessageKind: UInt8, Sendable, CaseIterable, CustomStringConvertible 
         case .shutdown: "SHUTDOWN"
         case .heartbeat: "HEARTBEAT"
         case .stats: "STATS"
+        case .statsRequest: "STATS_REQUEST"
         }
     }
 }

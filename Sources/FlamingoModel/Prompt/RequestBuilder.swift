@@ -1,8 +1,8 @@
 import FlamingoCore
 import Foundation
 
-/// Turns what a user gives (prompt text or token ids, image files) into a checked
-/// `GenerationRequest` for a model directory: tokenization, image decoding and preprocessing.
+/// Turns what a user gives (prompt text or token ids, image files) into a `GenerationRequest`
+/// (checked against the model when the engine admits it) for a model directory: tokenization, image decoding and preprocessing.
 public struct RequestBuilder: Sendable {
     public let directory: ModelDirectory
 
@@ -26,11 +26,6 @@ public struct RequestBuilder: Sendable {
         default:
             throw RequestError.promptMissing
         }
-        // Cheap checks before any image is decoded (placeholders stand in for the images).
-        let s = directory.config.imageSize
-        let placeholders = Array(repeating: Tensor(zeros: [3, s, s]), count: imagePaths.count)
-        _ = try GenerationRequest(promptTokens: tokens, images: placeholders, maxTokens: maxTokens, sampling: sampling,
-                                  stopTokens: []).validate(config: directory.config, imageTokenID: directory.imageTokenID)
         let images = try imagePaths.map { try directory.preprocessor(RGBImage(contentsOf: URL(fileURLWithPath: $0))) }
         return GenerationRequest(promptTokens: tokens, images: images, maxTokens: maxTokens, sampling: sampling,
                                  stopTokens: Set(directory.config.language.eosTokenIDs))

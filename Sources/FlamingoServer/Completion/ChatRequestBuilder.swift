@@ -90,7 +90,6 @@ public struct ChatRequestBuilder: Sendable {
         }
         let generation = GenerationRequest(promptTokens: tokens, images: pixels, maxTokens: maxTokens,
                                            sampling: sampling(request), stopTokens: stopTokens)
-        _ = try generation.validate(config: directory.config, imageTokenID: directory.imageTokenID)
         return PreparedCompletion(generation: generation, stop: request.stop, stream: request.stream,
                                   includeUsage: request.includeUsage)
     }
