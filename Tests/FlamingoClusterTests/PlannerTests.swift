@@ -133,3 +133,35 @@ func plannedBytesEqualLoadedBytes(fixture: String) throws {
         }
     }
 }
+
+/// Every preset `plan --preset` sizes from a config (the paper's flamingo-* shapes wait for the
+/// NFNet architecture, issue 15), written as a checkpoint whose data are holes (sparse files: its
+/// table is real, nothing is written or read) in each weight format and loaded part by part as
+/// each rank of a 1-4 rank plan would: the planned bytes per rank equal the loaded bytes.
+@Test(arguments: [Preset.bench1b, .idefics9b, .idefics80b], [WeightFormat.bf16, .f32, .int8])
+func presetPlansEqualLoadedBytes(preset: Preset, format: WeightFormat) throws {
+    guard let shapePreset = ShapePreset(rawValue: preset.rawValue) else {
+        Issue.record("preset \(preset.rawValue) has no ShapePreset")
+        return
+    }
+    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("preset-\(preset.rawValue)-\(format)-\(UUID().uuidString)")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+    let config = preset.config
+    let table = WeightStore(shapesOnly: format == .f32 ? .f32 : .bf16, quantizeMatrices: format == .int8, keep: true)
+    _ = try config.loadModel(weights: table, parts: .all(config))
+    try JSONEncoder().encode(config).write(to: dir.appendingPathComponent("config.json"))
+    let entries = table.syntheticTensors.map { SafetensorsWriter.Entry(name: $0.name, dtype: $0.tensor.dtype, shape: $0.tensor.shape) }
+    try SafetensorsWriter.write(entries: entries, to: dir, maxShardBytes: 16 << 30) { _ in nil }
+
+    let planned = shapePreset.shape(format: format)
+    let directory = try ModelDirectory(dir)
+    var loaded = try ModelShape.forLoading(directory: directory, weights: WeightStore(directory: dir), quantizeMatrices: false)
+    loaded.name = planned.name
+    #expect(planned == loaded)
+    for ranks in 1...4 {
+        let plan = try FlamingoCluster.plan(shape: planned, ranks: ranks)
+        #expect(plan.stages.map(\.weightBytes) == (try loadedBytesPerRank(plan, directory: directory, quantize: false)),
+                "\(preset.rawValue) \(format) ranks=\(ranks)")
+    }
+}

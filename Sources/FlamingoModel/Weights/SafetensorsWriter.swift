@@ -26,8 +26,10 @@ public enum SafetensorsWriter {
 
     /// Streams tensors to disk one at a time: `make(entry)` is asked for each tensor in order, just
     /// before it is written, so memory holds one tensor, not the checkpoint (quantizing 160 GB).
+    /// A nil tensor leaves a hole of its size (a sparse file: its bytes read as zeros, nothing
+    /// written), for shape-only checkpoints in tests.
     public static func write(entries: [Entry], to directory: URL, maxShardBytes: Int = 2 << 30,
-                             make: (Entry) throws -> Tensor) throws {
+                             make: (Entry) throws -> Tensor?) throws {
         var shards: [[Entry]] = [[]]
         var size = 0
         for entry in entries {
@@ -75,7 +77,7 @@ public enum SafetensorsWriter {
     }
 
     /// One file: u64 header length, JSON header padded to 8 bytes, data.
-    static func writeFile(_ entries: [Entry], to url: URL, make: (Entry) throws -> Tensor) throws {
+    static func writeFile(_ entries: [Entry], to url: URL, make: (Entry) throws -> Tensor?) throws {
         var header = Header()
         var offset = 0
         for entry in entries {
@@ -96,12 +98,18 @@ public enum SafetensorsWriter {
         withUnsafeBytes(of: UInt64(json.count).littleEndian) { prefix.append(contentsOf: $0) }
         try handle.write(contentsOf: prefix)
         try handle.write(contentsOf: json)
+        var end = UInt64(prefix.count + json.count)
         for entry in entries {
-            let tensor = try make(entry)
+            end += UInt64(entry.byteCount)
+            guard let tensor = try make(entry) else {
+                try handle.seek(toOffset: end)
+                continue
+            }
             precondition(tensor.dtype == entry.dtype && tensor.shape == entry.shape,
                          "writer: \(entry.name) made as \(tensor.dtype) \(tensor.shape), announced \(entry.dtype) \(entry.shape)")
             try tensor.withUnsafeRawBytes { try handle.write(contentsOf: Data($0)) }
         }
+        try handle.truncate(atOffset: end)
     }
 }
 

@@ -83,13 +83,14 @@ public final class WeightStore: Sendable {
     }
 
     /// A store whose tensors have shapes but no contents (they read as zeros and cost no memory):
-    /// a dry run of loading, so the planner sizes exactly what a load would map or make.
-    public init(shapesOnly dtype: DType, quantizeMatrices: Bool = false) {
+    /// a dry run of loading, so the planner sizes exactly what a load would map or make. `keep`
+    /// retains them, for `syntheticTensors` (a checkpoint's table without its data).
+    public init(shapesOnly dtype: DType, quantizeMatrices: Bool = false, keep: Bool = false) {
         self.quantizeMatrices = quantizeMatrices
         directory = URL(fileURLWithPath: "/shapes-only")
         fileForTensor = [:]
         shards = Mutex([:])
-        synthetic = (0, dtype, false, true)
+        synthetic = (0, dtype, keep, true)
         dryRun = false
     }
 
@@ -177,6 +178,7 @@ public final class WeightStore: Sendable {
             let scales = Self.zeroTensor(shape: [rows, blocks], dtype: .f16)
             taken.withLock { $0[valuesName] = values.byteCount; $0[scalesName] = scales.byteCount }
             takenParameters.withLock { $0[valuesName] = values.count }
+            if synthetic.keep { made.withLock { $0[valuesName] = values; $0[scalesName] = scales } }
             return WeightMatrix(int8Values: values, scales: scales)
         }
         if let synthetic, quantizeMatrices, int8Eligible {
