@@ -122,7 +122,7 @@ public enum ShapePreset: String, CaseIterable, Sendable {
     /// The shape with weight matrices in `format` (int8: the language model's matrices, everything
     /// else bf16, as `flamingo quantize` leaves a bf16 checkpoint).
     public func shape(format: WeightFormat) -> ModelShape {
-        let config: IdeficsConfig
+        let config: any ModelConfiguration
         switch self {
         case .flamingo3b: return .paperFlamingo(name: rawValue, layers: 24, width: 2048, interval: 1, format: format)
         case .flamingo9b: return .paperFlamingo(name: rawValue, layers: 40, width: 4096, interval: 4, format: format)
