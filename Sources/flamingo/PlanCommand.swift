@@ -28,6 +28,9 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(name: .customLong("vision-own-rank"), help: "Give vision + resampler a rank of their own (rank 1).")
     var visionOwnRank = false
 
+    @Option(name: .customLong("rank-speed"), help: "Relative speed of each rank, comma-separated in rank order (e.g. 1,1,0.5,1).")
+    var rankSpeed: String?
+
     @Flag(help: "Print JSON.")
     var json = false
 
@@ -53,7 +56,8 @@ struct PlanCommand: AsyncParsableCommand {
                 guard let b = parseByteSize(text) else { throw ValidationError("--mem-per-rank: cannot read '\(text)'") }
                 return b
             }
-            let result = try plan(shape: shape, ranks: ranks, memoryPerRank: budget, visionOwnRank: visionOwnRank)
+            let result = try plan(shape: shape, ranks: ranks, memoryPerRank: budget, visionOwnRank: visionOwnRank,
+                                  rankSpeeds: try rankSpeed.map(parseRankSpeeds))
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

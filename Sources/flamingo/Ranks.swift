@@ -24,11 +24,15 @@ struct PipelineCommandOptions: ParsableArguments {
     @Option(name: .customLong("mem-per-rank"), help: "Memory each rank may use (e.g. 22GiB); a layout that does not fit is refused.")
     var memPerRank: String?
 
+    @Option(name: .customLong("rank-speed"), help: "Relative speed of each rank, comma-separated in rank order (e.g. 1,1,0.5,1): stages are balanced by time, a slower rank gets less work.")
+    var rankSpeed: String?
+
     @Flag(name: .customLong("wire-bf16"), help: "Send activations between ranks as bf16 (half the bytes; results no longer bit-identical to one process).")
     var wireBF16 = false
 
     func validate() throws {
         if let m = memPerRank, parseByteSize(m) == nil { throw ValidationError("--mem-per-rank: cannot read '\(m)'") }
+        if let s = rankSpeed { _ = try parseRankSpeeds(s) }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if let n = microbatches, n < 1 { throw ValidationError("--microbatches must be at least 1") }
     }
@@ -40,13 +44,20 @@ struct PipelineCommandOptions: ParsableArguments {
         o.microbatches = microbatches
         o.batchSize = batchSize
         o.memoryPerRank = memPerRank.flatMap(parseByteSize)
+        o.rankSpeeds = try rankSpeed.map(parseRankSpeeds)
         return o
     }
 }
 
-/// Runs a pipeline job on this rank: under mpirun over MPI, else as one process. Rank 0 makes the
-/// requests and reports; every rank serves its stage. Errors print one line and exit non-zero;
-/// a failing rank ends the whole job (mpirun stops the others).
+/// "1,1,0.5" -> [1, 1, 0.5]: positive numbers, one per rank.
+func parseRankSpeeds(_ text: String) throws -> [Double] {
+    let values = text.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+    guard !values.isEmpty, values.allSatisfy({ ($0 ?? 0) > 0 && $0!.isFinite }) else {
+        throw ValidationError("--rank-speed: '\(text)' is not a comma-separated list of positive numbers, one per rank")
+    }
+    return values.map { $0! }
+}
+
 /// This rank's transport: MPI under mpirun, else one in-process rank. Also sets compute threads
 /// to this node's share of the cores.
 func makeTransport(_ pipelineOptions: PipelineCommandOptions, _ modelOptions: ModelOptions) throws -> (StageTransport, MPITransport?) {

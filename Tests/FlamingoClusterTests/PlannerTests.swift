@@ -85,6 +85,99 @@ func layersAreCoveredOnceInOrder(ranks: Int) throws {
     #expect(plan.stages[3].role == "idle" && plan.stages[4].role == "idle")
 }
 
+// MARK: - The split is exact: checked against brute force
+
+/// Every way to cut layers 0..<L into `stages` contiguous ranges in order, trailing ones possibly
+/// empty (what the planner may choose from).
+private func allSplits(layers: Int, stages: Int) -> [[Range<Int>]] {
+    if stages == 1 { return [[0..<layers]] }
+    var result: [[Range<Int>]] = []
+    func extend(_ prefix: [Range<Int>], from start: Int) {
+        if prefix.count == stages - 1 {
+            result.append(prefix + [start..<layers])
+            return
+        }
+        if start == layers {  // everything covered: the rest stay empty
+            result.append(prefix + Array(repeating: layers..<layers, count: stages - prefix.count))
+            return
+        }
+        for end in (start + 1)...layers { extend(prefix + [start..<end], from: end) }
+    }
+    extend([], from: 0)
+    return result.filter { split in  // empty ranges only at the end
+        guard let firstEmpty = split.firstIndex(where: \.isEmpty) else { return true }
+        return split[firstEmpty...].allSatisfy(\.isEmpty)
+    }
+}
+
+/// A deterministic generator for the random cases (the same cases every run).
+private struct SplitMix: RandomNumberGenerator {
+    var state: UInt64
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Test(arguments: 0..<300)
+func balancedSplitMatchesBruteForce(seed: Int) {
+    var rng = SplitMix(state: UInt64(seed))
+    let layers = Int.random(in: 1...9, using: &rng)
+    let stages = Int.random(in: 1...5, using: &rng)
+    let times = (0..<layers).map { _ in Double(Int.random(in: 1...20, using: &rng)) }  // integers: exact ties happen
+    let bytes = (0..<layers).map { _ in Int.random(in: 1...10, using: &rng) }
+    let speeds = (0..<stages).map { _ in [1.0, 1.0, 0.5, 2.0][Int.random(in: 0...3, using: &rng)] }
+    let usable: Int? = Bool.random(using: &rng) ? Int.random(in: 8...40, using: &rng) : nil
+    let costs = StageCosts(layerTimes: times, layerBytes: bytes, headTime: Double(Int.random(in: 0...5, using: &rng)),
+                           headBytes: Int.random(in: 0...4, using: &rng), embeddingBytes: Int.random(in: 0...4, using: &rng))
+    func bottleneck(_ split: [Range<Int>]) -> Double {
+        split.enumerated().map { costs.time($1) / speeds[$0] }.max()!
+    }
+    let feasible = allSplits(layers: layers, stages: stages).filter { split in
+        usable.map { u in split.allSatisfy { costs.bytes($0) <= u } } ?? true
+    }
+    let found = balancedSplit(costs, stageSpeeds: speeds, usable: usable)
+    guard let best = feasible.map(bottleneck).min() else {
+        #expect(found == nil, "no split fits, but the planner returned \(String(describing: found))")
+        return
+    }
+    guard let found else {
+        Issue.record("a split fits (bottleneck \(best)) but the planner found none")
+        return
+    }
+    #expect(found.count == stages)
+    #expect(found.flatMap { Array($0) } == Array(0..<layers), "\(found) does not cover the layers in order")
+    if let usable { #expect(found.allSatisfy { costs.bytes($0) <= usable }) }
+    #expect(abs(bottleneck(found) - best) <= 1e-9 * best, "planner \(bottleneck(found)) vs brute force \(best) for \(found)")
+    // And it is the most even of the optimal ones.
+    func squares(_ split: [Range<Int>]) -> Double { split.enumerated().reduce(0) { $0 + pow(costs.time($1.1) / speeds[$1.0], 2) } }
+    let evenest = feasible.filter { bottleneck($0) <= best * (1 + 1e-9) }.map(squares).min()!
+    #expect(abs(squares(found) - evenest) <= 1e-9 * evenest)
+}
+
+@Test func aSlowRankGetsLessWork() throws {
+    let shape = ShapePreset.idefics9b.shape(dtype: .bf16)
+    let even = try FlamingoCluster.plan(shape: shape, ranks: 4)
+    let slowed = try FlamingoCluster.plan(shape: shape, ranks: 4, rankSpeeds: [1, 1, 0.5, 1])
+    #expect(slowed.stages[2].layers.count < even.stages[2].layers.count, "\(slowed.stages.map(\.layers))")
+    // The slow rank's time is its work at half speed, and the bottleneck is no worse than giving it an even share.
+    let evenAtHalfSpeed = even.languageStages.enumerated().map { $1.estimatedMillisecondsPerToken / ($0 == 1 ? 0.5 : 1) }.max()!
+    #expect(slowed.languageStages.map(\.estimatedMillisecondsPerToken).max()! < evenAtHalfSpeed)
+}
+
+@Test func eightyBillionOnTwelveRanksIsEven() throws {
+    // Blocks sit before every 7th layer, so any 8 consecutive layers hold one: with 80 layers over 11
+    // stages, some stage has 8 layers and a block, which is the best bottleneck; the rest spread evenly.
+    let plan = try FlamingoCluster.plan(shape: ShapePreset.flamingo80b.shape(dtype: .bf16), ranks: 12,
+                                        memoryPerRank: parseByteSize("22GiB")!)
+    #expect(plan.languageStages.allSatisfy { (7...8).contains($0.layers.count) }, "\(plan.languageStages.map(\.layers))")
+    let idefics = try FlamingoCluster.plan(shape: ShapePreset.idefics80b.shape(dtype: .bf16), ranks: 12)
+    #expect(idefics.languageStages.allSatisfy { (7...8).contains($0.layers.count) }, "\(idefics.languageStages.map(\.layers))")
+}
+
 @Test(arguments: [("22GiB", 22 << 30), ("512MiB", 512 << 20), ("1.5G", 3 << 29), ("1000", 1000), ("2GB", 2_000_000_000)])
 func parsesByteSizes(text: String, bytes: Int) {
     #expect(parseByteSize(text) == bytes)

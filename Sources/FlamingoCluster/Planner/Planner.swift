@@ -65,123 +65,184 @@ public struct CostModel: Sendable {
 
 /// Splits a model over `ranks`: rank 0 coordinates and (by default) runs vision + resampler;
 /// the other ranks each take a contiguous group of LM layers with their cross-attention blocks,
-/// embeddings on the first, norm + head on the last. Groups balance estimated time per token
-/// within `memoryPerRank` (weights + a reserve for caches and runtime). With one rank, rank 0
-/// holds everything. `visionOwnRank` moves vision to rank 1 and the LM to ranks 2...
+/// embeddings on the first, norm + head on the last. With one rank, rank 0 holds everything.
+/// `visionOwnRank` moves vision to rank 1 and the LM to ranks 2...
+///
+/// The split is exact, not greedy: it minimises the slowest stage's estimated time per token
+/// (`balancedSplit`), each stage's time being its layers' (and the head's) cost divided by its
+/// rank's relative speed (`rankSpeeds`, rank order, 1 = the cost model's machine), within
+/// `memoryPerRank` (weights + `reservePerRank` for caches and runtime); among the splits with that
+/// bottleneck it takes the most even one.
 public func plan(shape: ModelShape, ranks: Int, memoryPerRank: Int? = nil, visionOwnRank: Bool = false,
-                 reservePerRank: Int = 512 << 20, cost: CostModel = CostModel()) throws -> PipelinePlan {
+                 rankSpeeds: [Double]? = nil, reservePerRank: Int = 512 << 20,
+                 cost: CostModel = CostModel()) throws -> PipelinePlan {
     guard ranks >= 1 else { throw PlanError.invalid("need at least one rank") }
-    let layerBytes = shape.layerBytes
-    let layerTime = (0..<shape.layerCount).map {
-        cost.millisecondsPerToken(bytes: shape.layerBytesPerToken[$0], macs: shape.layerMACsPerToken[$0])
+    if let rankSpeeds {
+        guard rankSpeeds.count == ranks else {
+            throw PlanError.invalid("\(rankSpeeds.count) rank speed(s) given for \(ranks) rank(s)")
+        }
+        guard rankSpeeds.allSatisfy({ $0 > 0 && $0.isFinite }) else { throw PlanError.invalid("rank speeds must be positive") }
     }
-    let visionBytes = shape.visionBytes
-    let embeddingBytes = shape.embeddingBytes
-    let headBytes = shape.headBytes
-    let headTime = cost.millisecondsPerToken(bytes: headBytes, macs: shape.headMACsPerToken)
+    let costs = StageCosts(shape: shape, cost: cost)
     let usable = memoryPerRank.map { $0 - reservePerRank }
 
     if ranks == 1 {
-        let total = visionBytes + embeddingBytes + headBytes + layerBytes.reduce(0, +) - (shape.headSharesEmbedding ? embeddingBytes : 0)
+        let total = shape.visionBytes + costs.bytes(0..<shape.layerCount)
         if let usable, total > usable {
-            throw PlanError.tooFewRanks(needed: try minimumRanks(), given: ranks,
+            throw PlanError.tooFewRanks(needed: try minimumRanks(costs, usable: usable, visionOwnRank: visionOwnRank), given: ranks,
                                         reason: "\(gib(total)) of weights on one rank of \(gib(memoryPerRank!))")
         }
         return PipelinePlan(model: shape.name, stages: [
             StageAssignment(rank: 0, coordinator: true, vision: true, embedding: true, layers: 0..<shape.layerCount,
                             outputHead: true, crossBlocks: shape.crossBlockCount, weightBytes: total,
                             cacheBudgetBytes: usable.map { $0 - total },
-                            estimatedMillisecondsPerToken: layerTime.reduce(0, +) + headTime)
+                            estimatedMillisecondsPerToken: costs.time(0..<shape.layerCount) / (rankSpeeds?[0] ?? 1))
         ])
     }
     if visionOwnRank && ranks < 3 {
         throw PlanError.invalid("a vision rank of its own needs at least 3 ranks (coordinator, vision, LM)")
     }
+    if let usable, shape.visionBytes > usable {
+        throw PlanError.invalid("the vision encoder and resampler (\(gib(shape.visionBytes))) alone exceed \(gib(memoryPerRank!)) per rank")
+    }
     let firstLM = visionOwnRank ? 2 : 1
-    let groups = ranks - firstLM
-
-    /// Contiguous groups with each group's time <= limit and memory within budget; nil if impossible.
-    func split(limit: Double, groupCount: Int) -> [Range<Int>]? {
-        var result: [Range<Int>] = []
-        var start = 0
-        while start < shape.layerCount {
-            guard result.count < groupCount else { return nil }
-            var end = start
-            var time = 0.0, bytes = result.isEmpty ? embeddingBytes : 0
-            while end < shape.layerCount {
-                let extraHead = (end + 1 == shape.layerCount) ? headBytes : 0
-                let t = time + layerTime[end] + (end + 1 == shape.layerCount ? headTime : 0)
-                let b = bytes + layerBytes[end] + extraHead
-                if end > start && t > limit { break }
-                if let usable, b > usable { break }
-                time = t - (end + 1 == shape.layerCount ? headTime : 0)
-                bytes = b - extraHead
-                end += 1
-            }
-            if end == start { return nil }  // one layer alone does not fit
-            result.append(start..<end)
-            start = end
-        }
-        return result
-    }
-
-    func minimumRanks() throws -> Int {
-        for g in 1...max(1, shape.layerCount) where split(limit: .infinity, groupCount: g) != nil {
-            return g + (visionOwnRank ? 2 : 1)
-        }
-        throw PlanError.invalid("a single layer with its cross-attention block does not fit in \(gib(memoryPerRank ?? 0)) per rank")
-    }
-
-    if let usable, visionBytes > usable {
-        throw PlanError.invalid("the vision encoder and resampler (\(gib(visionBytes))) alone exceed \(gib(memoryPerRank!)) per rank")
-    }
-    guard groups >= 1, split(limit: .infinity, groupCount: groups) != nil else {
-        let needed = try minimumRanks()
-        let total = layerBytes.reduce(0, +) + embeddingBytes + headBytes
+    let speeds = (firstLM..<ranks).map { rankSpeeds?[$0] ?? 1 }
+    guard let ranges = balancedSplit(costs, stageSpeeds: speeds, usable: usable) else {
+        let needed = try minimumRanks(costs, usable: usable ?? .max, visionOwnRank: visionOwnRank)
         throw PlanError.tooFewRanks(needed: needed, given: ranks,
-                                    reason: "\(gib(total)) of LM weights over \(max(groups, 0)) LM rank(s) of \(gib(memoryPerRank ?? 0))")
+                                    reason: "\(gib(costs.bytes(0..<shape.layerCount))) of LM weights over \(ranks - firstLM) LM rank(s) of \(gib(memoryPerRank ?? 0))")
     }
-    // Binary search the smallest per-stage time limit that still splits into `groups` groups.
-    var low = layerTime.max() ?? 0, high = layerTime.reduce(0, +) + headTime
-    for _ in 0..<60 {
-        let mid = (low + high) / 2
-        if split(limit: mid, groupCount: groups) != nil { high = mid } else { low = mid }
-    }
-    var ranges = split(limit: high, groupCount: groups)!
-    // The greedy split may need fewer groups than ranks; use every rank by halving the slowest
-    // multi-layer group (never raises the bottleneck, lowers memory per rank).
-    func time(_ r: Range<Int>) -> Double { r.reduce(0.0) { $0 + layerTime[$1] } }
-    while ranges.count < groups, let i = ranges.indices.filter({ ranges[$0].count > 1 }).max(by: { time(ranges[$0]) < time(ranges[$1]) }) {
-        let r = ranges[i]
-        let mid = r.lowerBound + r.count / 2
-        ranges.replaceSubrange(i...i, with: [r.lowerBound..<mid, mid..<r.upperBound])
-    }
-    // More ranks than layers: the last ranks hold nothing and only take part in start-up and shutdown.
-    while ranges.count < groups { ranges.append(shape.layerCount..<shape.layerCount) }
 
     var stages: [StageAssignment] = []
     let coordinatorHasVision = !visionOwnRank
     stages.append(StageAssignment(rank: 0, coordinator: true, vision: coordinatorHasVision, embedding: false, layers: 0..<0,
-                                  outputHead: false, crossBlocks: 0, weightBytes: coordinatorHasVision ? visionBytes : 0,
-                                  cacheBudgetBytes: usable.map { $0 - (coordinatorHasVision ? visionBytes : 0) },
+                                  outputHead: false, crossBlocks: 0, weightBytes: coordinatorHasVision ? shape.visionBytes : 0,
+                                  cacheBudgetBytes: usable.map { $0 - (coordinatorHasVision ? shape.visionBytes : 0) },
                                   estimatedMillisecondsPerToken: 0))
     if visionOwnRank {
         stages.append(StageAssignment(rank: 1, coordinator: false, vision: true, embedding: false, layers: 0..<0,
-                                      outputHead: false, crossBlocks: 0, weightBytes: visionBytes,
-                                      cacheBudgetBytes: usable.map { $0 - visionBytes }, estimatedMillisecondsPerToken: 0))
+                                      outputHead: false, crossBlocks: 0, weightBytes: shape.visionBytes,
+                                      cacheBudgetBytes: usable.map { $0 - shape.visionBytes }, estimatedMillisecondsPerToken: 0))
     }
-    let lastNonEmpty = ranges.lastIndex { !$0.isEmpty } ?? 0
     for (g, range) in ranges.enumerated() {
-        let isFirst = g == 0, isLast = g == lastNonEmpty
-        let bytes = range.reduce(0) { $0 + layerBytes[$1] } + (isFirst ? embeddingBytes : 0) + (isLast ? headBytes : 0)
-            - (isFirst && isLast && shape.headSharesEmbedding ? embeddingBytes : 0)
-        let time = range.reduce(0.0) { $0 + layerTime[$1] } + (isLast ? headTime : 0)
-        stages.append(StageAssignment(rank: firstLM + g, coordinator: false, vision: false, embedding: isFirst, layers: range,
-                                      outputHead: isLast, crossBlocks: range.filter(shape.hasCrossBlock).count,
+        let bytes = costs.bytes(range)
+        stages.append(StageAssignment(rank: firstLM + g, coordinator: false, vision: false,
+                                      embedding: !range.isEmpty && range.lowerBound == 0, layers: range,
+                                      outputHead: !range.isEmpty && range.upperBound == shape.layerCount,
+                                      crossBlocks: range.filter(shape.hasCrossBlock).count,
                                       weightBytes: bytes, cacheBudgetBytes: usable.map { $0 - bytes },
-                                      estimatedMillisecondsPerToken: time))
+                                      estimatedMillisecondsPerToken: costs.time(range) / speeds[g]))
     }
     return PipelinePlan(model: shape.name, stages: stages)
+}
+
+/// A contiguous layer range's weight bytes (embeddings with layer 0, norm + head with the last
+/// layer, a tied table once) and estimated milliseconds per token at speed 1, from prefix sums.
+public struct StageCosts: Sendable {
+    public let layerCount: Int
+    private let bytePrefix: [Int]
+    private let timePrefix: [Double]
+    private let embeddingBytes: Int, headBytes: Int, headTime: Double, headSharesEmbedding: Bool
+
+    public init(shape: ModelShape, cost: CostModel) {
+        layerCount = shape.layerCount
+        var bytes = [0], time = [0.0]
+        for i in 0..<shape.layerCount {
+            bytes.append(bytes[i] + shape.layerBytes[i])
+            time.append(time[i] + cost.millisecondsPerToken(bytes: shape.layerBytesPerToken[i], macs: shape.layerMACsPerToken[i]))
+        }
+        bytePrefix = bytes
+        timePrefix = time
+        embeddingBytes = shape.embeddingBytes
+        headBytes = shape.headBytes
+        headTime = cost.millisecondsPerToken(bytes: shape.headBytes, macs: shape.headMACsPerToken)
+        headSharesEmbedding = shape.headSharesEmbedding
+    }
+
+    /// Stage timings given directly (tests): layer i costs `layerTimes[i]` and `layerBytes[i]`.
+    public init(layerTimes: [Double], layerBytes: [Int], headTime: Double = 0, headBytes: Int = 0, embeddingBytes: Int = 0) {
+        layerCount = layerTimes.count
+        timePrefix = layerTimes.reduce(into: [0.0]) { $0.append($0.last! + $1) }
+        bytePrefix = layerBytes.reduce(into: [0]) { $0.append($0.last! + $1) }
+        self.embeddingBytes = embeddingBytes
+        self.headBytes = headBytes
+        self.headTime = headTime
+        headSharesEmbedding = false
+    }
+
+    public func time(_ r: Range<Int>) -> Double {
+        guard !r.isEmpty else { return 0 }
+        return timePrefix[r.upperBound] - timePrefix[r.lowerBound] + (r.upperBound == layerCount ? headTime : 0)
+    }
+
+    public func bytes(_ r: Range<Int>) -> Int {
+        guard !r.isEmpty else { return 0 }
+        let first = r.lowerBound == 0, last = r.upperBound == layerCount
+        return bytePrefix[r.upperBound] - bytePrefix[r.lowerBound] + (first ? embeddingBytes : 0) + (last ? headBytes : 0)
+            - (first && last && headSharesEmbedding ? embeddingBytes : 0)
+    }
+}
+
+/// The exact split of layers 0..<L into contiguous ranges, one per stage in order (trailing stages
+/// may stay empty when there are more stages than it pays to use), that minimises the slowest
+/// stage's time (time of stage s = cost / `stageSpeeds[s]`), each stage within `usable` bytes;
+/// among those, the one with the smallest sum of squared stage times (the most even). Two dynamic
+/// programmes over (stages used, layers covered), O(S·L²). Nil when no split fits in memory.
+public func balancedSplit(_ costs: StageCosts, stageSpeeds: [Double], usable: Int?) -> [Range<Int>]? {
+    let layers = costs.layerCount, stages = stageSpeeds.count
+    guard stages >= 1 else { return nil }
+    if layers == 0 { return Array(repeating: 0..<0, count: stages) }
+    func fits(_ r: Range<Int>) -> Bool { usable.map { costs.bytes(r) <= $0 } ?? true }
+    func time(_ r: Range<Int>, _ s: Int) -> Double { costs.time(r) / stageSpeeds[s] }
+
+    /// best[s][j]: the objective over stages 0..<s covering layers 0..<j; from[s][j]: where stage s-1 starts.
+    func solve(limit: Double?, objective: (Double, Double) -> Double) -> (value: Double, ranges: [Range<Int>])? {
+        var best = Array(repeating: Array(repeating: Double.infinity, count: layers + 1), count: stages + 1)
+        var from = Array(repeating: Array(repeating: -1, count: layers + 1), count: stages + 1)
+        best[0][0] = 0
+        for s in 1...stages {
+            for j in 1...layers {
+                for i in stride(from: j - 1, through: 0, by: -1) where best[s - 1][i].isFinite {
+                    let r = i..<j
+                    guard fits(r) else { break }  // a longer range from further left only grows
+                    let t = time(r, s - 1)
+                    if let limit, t > limit { continue }
+                    let v = objective(best[s - 1][i], t)
+                    if v < best[s][j] { best[s][j] = v; from[s][j] = i }
+                }
+            }
+        }
+        guard let used = (1...stages).min(by: { best[$0][layers] < best[$1][layers] }), best[used][layers].isFinite else { return nil }
+        var ranges: [Range<Int>] = []
+        var j = layers
+        for s in stride(from: used, through: 1, by: -1) {
+            let i = from[s][j]
+            ranges.append(i..<j)
+            j = i
+        }
+        ranges.reverse()
+        ranges += Array(repeating: layers..<layers, count: stages - used)
+        return (best[used][layers], ranges)
+    }
+    guard let bottleneck = solve(limit: nil, objective: { max($0, $1) })?.value else { return nil }
+    let limit = bottleneck * (1 + 1e-9)
+    return solve(limit: limit, objective: { $0 + $1 * $1 })?.ranges
+}
+
+/// The fewest ranks (coordinator, vision rank if asked, LM ranks) whose memory holds the model.
+private func minimumRanks(_ costs: StageCosts, usable: Int, visionOwnRank: Bool) throws -> Int {
+    // Filling each rank as far as it goes is optimal for the count of contiguous groups.
+    var groups = 0, start = 0
+    while start < costs.layerCount {
+        var end = start
+        while end < costs.layerCount, costs.bytes(start..<(end + 1)) <= usable { end += 1 }
+        guard end > start else {
+            throw PlanError.invalid("a single layer with its cross-attention block does not fit in \(gib(usable)) of usable memory per rank")
+        }
+        groups += 1
+        start = end
+    }
+    return max(groups, 1) + (visionOwnRank ? 2 : 1)
 }
 
 /// "22.0 GiB"

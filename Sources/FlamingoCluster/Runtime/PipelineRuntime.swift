@@ -12,6 +12,8 @@ public struct PipelineOptions: Sendable {
     public var batchSize = 8
     /// Memory each rank may use, for planning (nil: no limit).
     public var memoryPerRank: Int?
+    /// Relative speed of each rank for balancing stages (rank order; nil: all equal).
+    public var rankSpeeds: [Double]?
     /// How long to wait for a peer's first message after start (model loading included).
     public var startupTimeout: Duration = .seconds(600)
     /// Quantize the language model's weight matrices to int8 at load (`--quantize int8`).

@@ -23,7 +23,7 @@ extension PipelineRuntime {
         let shape = try ModelShape.forLoading(directory: directory, weights: weights, quantizeMatrices: options.quantizeMatrices)
         // Every rank computes the same plan from the same inputs; HELLO checks they agree.
         let plan = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: options.memoryPerRank,
-                                            visionOwnRank: options.visionOwnRank)
+                                            visionOwnRank: options.visionOwnRank, rankSpeeds: options.rankSpeeds)
         let assignment = plan.stages[transport.rank]
         let parts = ModelParts(vision: assignment.vision, embedding: assignment.embedding,
                                layers: assignment.layers, outputHead: assignment.outputHead)
