@@ -17,6 +17,10 @@ public struct StageAssignment: Sendable, Codable, Equatable {
     public var cacheBudgetBytes: Int?
     /// Estimated milliseconds per generated token spent in this stage.
     public var estimatedMillisecondsPerToken: Double
+    /// With tensor parallelism, this rank's place in its stage's group (0 = the group's leader,
+    /// which receives the stage's input and sends its output) and the group's size.
+    public var tensorParallelRank = 0
+    public var tensorParallelSize = 1
 
     public var role: String {
         var parts: [String] = []
@@ -33,8 +37,14 @@ public struct PipelinePlan: Sendable, Codable, Equatable {
     public var model: String
     public var stages: [StageAssignment]
 
-    /// Ranks owning LM layers, in pipeline order.
-    public var languageStages: [StageAssignment] { stages.filter { !$0.layers.isEmpty } }
+    /// Ranks owning LM layers, in pipeline order: one per stage, its tensor-parallel group's leader.
+    public var languageStages: [StageAssignment] { stages.filter { !$0.layers.isEmpty && $0.tensorParallelRank == 0 } }
+    /// The ranks of `stage`'s tensor-parallel group (the leader first).
+    public func tensorGroup(of stage: StageAssignment) -> [Int] {
+        stages.filter { !$0.layers.isEmpty && $0.layers == stage.layers }.map(\.rank)
+    }
+    /// Ranks per LM stage.
+    public var tensorParallel: Int { stages.first { !$0.layers.isEmpty }?.tensorParallelSize ?? 1 }
     public var visionRank: Int { stages.first { $0.vision }?.rank ?? 0 }
 }
 
@@ -56,6 +66,8 @@ public enum PlanError: Error, LocalizedError, Equatable {
 public struct CostModel: Sendable {
     public var memoryGBps: Double = 20
     public var gflops: Double = 100
+    /// One allreduce of a decode step's activations within a tensor-parallel group.
+    public var allreduceMilliseconds: Double = 0.1
     public init() {}
 
     func millisecondsPerToken(bytes: Int, macs: Int) -> Double {
@@ -73,19 +85,30 @@ public struct CostModel: Sendable {
 /// rank's relative speed (`rankSpeeds`, rank order, 1 = the cost model's machine), within
 /// `memoryPerRank` (weights + `reservePerRank` for caches and runtime); among the splits with that
 /// bottleneck it takes the most even one.
+///
+/// `tensorParallel` N > 1 makes each LM stage a group of N consecutive ranks that split its layers
+/// (attention heads, MLP and head columns); a group runs at its slowest rank's speed, and its
+/// time is a 1/N share plus two allreduces per layer and per block.
 public func plan(shape: ModelShape, ranks: Int, memoryPerRank: Int? = nil, visionOwnRank: Bool = false,
-                 rankSpeeds: [Double]? = nil, reservePerRank: Int = 512 << 20,
+                 rankSpeeds: [Double]? = nil, tensorParallel: Int = 1, reservePerRank: Int = 512 << 20,
                  cost: CostModel = CostModel()) throws -> PipelinePlan {
     guard ranks >= 1 else { throw PlanError.invalid("need at least one rank") }
+    guard tensorParallel >= 1 else { throw PlanError.invalid("--tp must be at least 1") }
     if let rankSpeeds {
         guard rankSpeeds.count == ranks else {
             throw PlanError.invalid("\(rankSpeeds.count) rank speed(s) given for \(ranks) rank(s)")
         }
         guard rankSpeeds.allSatisfy({ $0 > 0 && $0.isFinite }) else { throw PlanError.invalid("rank speeds must be positive") }
     }
-    let costs = StageCosts(shape: shape, cost: cost)
+    let costs = StageCosts(shape: shape, cost: cost, tensorParallel: tensorParallel)
     let usable = memoryPerRank.map { $0 - reservePerRank }
 
+    if tensorParallel > 1 {
+        let lmRanks = ranks - (visionOwnRank ? 2 : 1)
+        guard lmRanks >= tensorParallel, lmRanks % tensorParallel == 0 else {
+            throw PlanError.invalid("--tp \(tensorParallel) needs the LM ranks (\(lmRanks) of \(ranks): all but the coordinator\(visionOwnRank ? " and the vision rank" : "")) to be a multiple of \(tensorParallel); use \(ranks - lmRanks + max(1, (lmRanks + tensorParallel - 1) / tensorParallel) * tensorParallel) ranks")
+        }
+    }
     if ranks == 1 {
         let total = shape.visionBytes + costs.bytes(0..<shape.layerCount)
         if let usable, total > usable {
@@ -106,7 +129,8 @@ public func plan(shape: ModelShape, ranks: Int, memoryPerRank: Int? = nil, visio
         throw PlanError.invalid("the vision encoder and resampler (\(gib(shape.visionBytes))) alone exceed \(gib(memoryPerRank!)) per rank")
     }
     let firstLM = visionOwnRank ? 2 : 1
-    let speeds = (firstLM..<ranks).map { rankSpeeds?[$0] ?? 1 }
+    let groupRanks = stride(from: firstLM, to: ranks, by: tensorParallel).map { $0..<($0 + tensorParallel) }
+    let speeds = groupRanks.map { group in group.map { rankSpeeds?[$0] ?? 1 }.min()! }
     guard let ranges = balancedSplit(costs, stageSpeeds: speeds, usable: usable) else {
         let needed = try minimumRanks(costs, usable: usable ?? .max, visionOwnRank: visionOwnRank)
         throw PlanError.tooFewRanks(needed: needed, given: ranks,
@@ -126,37 +150,43 @@ public func plan(shape: ModelShape, ranks: Int, memoryPerRank: Int? = nil, visio
     }
     for (g, range) in ranges.enumerated() {
         let bytes = costs.bytes(range)
-        stages.append(StageAssignment(rank: firstLM + g, coordinator: false, vision: false,
-                                      embedding: !range.isEmpty && range.lowerBound == 0, layers: range,
-                                      outputHead: !range.isEmpty && range.upperBound == shape.layerCount,
-                                      crossBlocks: range.filter(shape.hasCrossBlock).count,
-                                      weightBytes: bytes, cacheBudgetBytes: usable.map { $0 - bytes },
-                                      estimatedMillisecondsPerToken: costs.time(range) / speeds[g]))
+        for (k, rank) in groupRanks[g].enumerated() {
+            stages.append(StageAssignment(rank: rank, coordinator: false, vision: false,
+                                          embedding: !range.isEmpty && range.lowerBound == 0, layers: range,
+                                          outputHead: !range.isEmpty && range.upperBound == shape.layerCount,
+                                          crossBlocks: range.filter(shape.hasCrossBlock).count,
+                                          weightBytes: bytes, cacheBudgetBytes: usable.map { $0 - bytes },
+                                          estimatedMillisecondsPerToken: costs.time(range) / speeds[g],
+                                          tensorParallelRank: k, tensorParallelSize: tensorParallel))
+        }
     }
     return PipelinePlan(model: shape.name, stages: stages)
 }
 
-/// A contiguous layer range's weight bytes (embeddings with layer 0, norm + head with the last
-/// layer, a tied table once) and estimated milliseconds per token at speed 1, from prefix sums.
+/// A contiguous layer range's weight bytes per rank (embeddings with layer 0, norm + head with the
+/// last layer, a tied table once; with tensor parallelism N, 1/N of the layers and head, the
+/// embeddings whole) and estimated milliseconds per token at speed 1, from prefix sums.
 public struct StageCosts: Sendable {
     public let layerCount: Int
     private let bytePrefix: [Int]
     private let timePrefix: [Double]
     private let embeddingBytes: Int, headBytes: Int, headTime: Double, headSharesEmbedding: Bool
 
-    public init(shape: ModelShape, cost: CostModel) {
+    public init(shape: ModelShape, cost: CostModel, tensorParallel n: Int = 1) {
         layerCount = shape.layerCount
         var bytes = [0], time = [0.0]
+        let allreduces = n > 1 ? cost.allreduceMilliseconds : 0
         for i in 0..<shape.layerCount {
-            bytes.append(bytes[i] + shape.layerBytes[i])
-            time.append(time[i] + cost.millisecondsPerToken(bytes: shape.layerBytesPerToken[i], macs: shape.layerMACsPerToken[i]))
+            bytes.append(bytes[i] + (shape.layerBytes[i] + n - 1) / n)
+            let share = cost.millisecondsPerToken(bytes: shape.layerBytesPerToken[i], macs: shape.layerMACsPerToken[i]) / Double(n)
+            time.append(time[i] + share + allreduces * (shape.hasCrossBlock(beforeLayer: i) ? 4 : 2))
         }
         bytePrefix = bytes
         timePrefix = time
         embeddingBytes = shape.embeddingBytes
-        headBytes = shape.headBytes
-        headTime = cost.millisecondsPerToken(bytes: shape.headBytes, macs: shape.headMACsPerToken)
-        headSharesEmbedding = shape.headSharesEmbedding
+        headBytes = (shape.headBytes + n - 1) / n
+        headTime = cost.millisecondsPerToken(bytes: shape.headBytes, macs: shape.headMACsPerToken) / Double(n)
+        headSharesEmbedding = shape.headSharesEmbedding && n == 1
     }
 
     /// Stage timings given directly (tests): layer i costs `layerTimes[i]` and `layerBytes[i]`.
