@@ -119,18 +119,26 @@ public enum ShapePreset: String, CaseIterable, Sendable {
     case idefics80b = "idefics-80b"
     case bench1b = "bench-1b"
 
+    /// The configuration behind a config-backed preset (nil for the paper's shapes, still formulas).
+    public var configuration: (any ModelConfiguration)? {
+        switch self {
+        case .flamingo3b, .flamingo9b, .flamingo80b: nil
+        case .idefics9b: Preset.idefics9b.config
+        case .idefics80b: Preset.idefics80b.config
+        case .bench1b: Preset.bench1b.config
+        }
+    }
+
     /// The shape with weight matrices in `format` (int8: the language model's matrices, everything
     /// else bf16, as `flamingo quantize` leaves a bf16 checkpoint).
     public func shape(format: WeightFormat) -> ModelShape {
-        let config: any ModelConfiguration
         switch self {
         case .flamingo3b: return .paperFlamingo(name: rawValue, layers: 24, width: 2048, interval: 1, format: format)
         case .flamingo9b: return .paperFlamingo(name: rawValue, layers: 40, width: 4096, interval: 4, format: format)
         case .flamingo80b: return .paperFlamingo(name: rawValue, layers: 80, width: 8192, interval: 7, format: format)
-        case .idefics9b: config = Preset.idefics9b.config
-        case .idefics80b: config = Preset.idefics80b.config
-        case .bench1b: config = Preset.bench1b.config
+        case .idefics9b, .idefics80b, .bench1b: break
         }
+        let config = configuration!
         let dtype: DType = switch format {
         case .f32: .f32
         case .f16: .f16

@@ -39,8 +39,23 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
     /// How f32 activations travel: exactly (f32, the default) or halved in size (bf16).
     public let floatEncoding: FloatEncoding
 
+    /// Link emulation for scaling experiments: each message from another rank is handed on this
+    /// long after it arrived (`FLAMINGO_LINK_DELAY_US`, microseconds; the kernel's netem is not
+    /// available on every host, and tc can only shape rate). Zero unless set.
+    public let linkDelay: Duration
+
+    /// `FLAMINGO_LINK_DELAY_US` as a duration; a value that is not a non-negative integer is an error.
+    public static func linkDelayFromEnvironment() throws(TransportError) -> Duration {
+        guard let text = ProcessInfo.processInfo.environment["FLAMINGO_LINK_DELAY_US"], !text.isEmpty else { return .zero }
+        guard let us = Int(text), us >= 0, us <= 10_000_000 else {
+            throw .badConfiguration("FLAMINGO_LINK_DELAY_US='\(text)' is not a delay in microseconds (0...10000000)")
+        }
+        return .microseconds(us)
+    }
+
     public init(peerTimeout: Duration = .seconds(15), floatEncoding: FloatEncoding = .f32) throws(TransportError) {
         self.floatEncoding = floatEncoding
+        linkDelay = try Self.linkDelayFromEnvironment()
         var provided: Int32 = 0
         let rc = MPI_Init_thread(nil, nil, flamingo_mpi_thread_multiple(), &provided)
         guard rc == flamingo_mpi_success() else { throw .mpi(call: "MPI_Init_thread", code: rc) }
@@ -110,6 +125,9 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
         var lastHeartbeat = ContinuousClock.now - heartbeatInterval
         var idleSleep: UInt32 = 50
         var failed = false
+        // Messages held back by the emulated link delay, in arrival order (so due in order).
+        var delayed: [(due: ContinuousClock.Instant, message: Message)] = []
+        var delayedHead = 0
         // Peers whose liveness this rank watches: rank 0 watches everyone, the others watch rank 0.
         let watched = rank == 0 ? Array(1..<max(1, worldSize)) : [0]
         while running.load(ordering: .relaxed) || !pending.isEmpty {
@@ -174,13 +192,29 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
                 stats.withLock { $0.bytesReceived += bytes.count; $0.messagesReceived += 1 }
                 do {
                     let message = try decodeFrame(bytes)
-                    if message.kind != .heartbeat { inbox.push(.success(message)) }
+                    if message.kind != .heartbeat {
+                        if linkDelay > .zero && source != rank {
+                            delayed.append((.now + linkDelay, message))
+                        } else {
+                            inbox.push(.success(message))
+                        }
+                    }
                 } catch {
                     fail(.badFrame(from: source, reason: error.localizedDescription), &failed)
                 }
             }
-            // Heartbeats and liveness.
+            // Hand on delayed messages that are due.
             let now = ContinuousClock.now
+            while delayedHead < delayed.count && delayed[delayedHead].due <= now {
+                inbox.push(.success(delayed[delayedHead].message))
+                delayedHead += 1
+                busy = true
+            }
+            if delayedHead == delayed.count && delayedHead > 0 {
+                delayed.removeAll(keepingCapacity: true)
+                delayedHead = 0
+            }
+            // Heartbeats and liveness.
             if running.load(ordering: .relaxed) && now - lastHeartbeat >= heartbeatInterval && worldSize > 1 {
                 lastHeartbeat = now
                 for peer in watched {
@@ -208,6 +242,12 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
             }
             if busy {
                 idleSleep = 50
+            } else if delayedHead < delayed.count {
+                // Wake when the next delayed message is due (the delay is the experiment: keep it exact).
+                let wait = delayed[delayedHead].due - ContinuousClock.now
+                let us = max(0, wait.components.seconds * 1_000_000 + wait.components.attoseconds / 1_000_000_000_000)
+                usleep(UInt32(min(Int64(idleSleep), us)))
+                idleSleep = min(idleSleep * 2, 2000)
             } else {
                 usleep(idleSleep)
                 idleSleep = min(idleSleep * 2, 2000)

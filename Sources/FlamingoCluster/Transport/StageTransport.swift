@@ -35,6 +35,7 @@ public enum TransportError: Error, LocalizedError, Equatable {
     case badFrame(from: Int, reason: String)
     case peerFailed(rank: Int, message: String)
     case closed
+    case badConfiguration(String)
 
     public var errorDescription: String? {
         switch self {
@@ -44,6 +45,7 @@ public enum TransportError: Error, LocalizedError, Equatable {
         case .badFrame(let from, let reason): "invalid frame from rank \(from): \(reason)"
         case .peerFailed(let rank, let message): "rank \(rank) failed: \(message)"
         case .closed: "transport closed"
+        case .badConfiguration(let why): why
         }
     }
 }

@@ -1,0 +1,170 @@
+import FlamingoCore
+import FlamingoModel
+import Foundation
+
+/// Measures a model's parts on this machine (`flamingo profile`): each part is loaded alone (one
+/// decoder layer, one layer with its cross-attention block, the head, the vision stage) from the
+/// model's own weights or synthetic ones, and timed on steps of several sizes, as the pipeline
+/// runs them (several sequences of one token each, and one decode step at a long context for the
+/// attention cost). Each figure is the median of at least `repeats` runs (more for short ones) after a warm-up run.
+public struct Profiler {
+    public let configuration: any ModelConfiguration
+    public let weights: WeightStore
+    public let name: String
+    public let dtype: String
+    /// Step sizes (tokens) timed for every part.
+    public var stepTokens = [1, 2, 4, 8, 16, 32, 64]
+    /// Cached tokens per sequence for the attention cost.
+    public var context = 256
+    public var repeats = 3
+    public var log: (String) -> Void = { _ in }
+
+    public init(configuration: any ModelConfiguration, weights: WeightStore, name: String, dtype: String) {
+        self.configuration = configuration
+        self.weights = weights
+        self.name = name
+        self.dtype = dtype
+    }
+
+    private func median(_ body: () -> Void) -> Double {
+        body()  // warm-up: first touch of mapped weights, scratch buffers
+        // At least `repeats` runs, and more (up to 50) until they add up to 0.2 s: short steps are noisy.
+        var times: [Double] = []
+        while times.count < max(1, repeats) || (times.reduce(0, +) < 0.2 && times.count < 50) {
+            let start = ContinuousClock.now
+            body()
+            times.append((ContinuousClock.now - start).seconds)
+        }
+        return times.sorted()[times.count / 2]
+    }
+
+    private func load(_ parts: ModelParts) throws -> any VisionLanguageModel {
+        try configuration.loadModel(weights: weights, parts: parts)
+    }
+
+    private func only(layer: Int) -> ModelParts { ModelParts(vision: false, embedding: false, layers: layer..<(layer + 1), outputHead: false) }
+
+    /// Seconds of one forward of `tokens` sequences, one token each, on `model` (fresh caches,
+    /// each with one image attached when the layer cross-attends).
+    private func stepCurve(_ model: any VisionLanguageModel, image: Tensor?) -> [Double] {
+        let width = configuration.language.hiddenSize
+        return stepTokens.map { t in
+            var caches = (0..<t).map { _ -> SequenceCache in
+                var c = model.makeCache()
+                if let image { model.attachImage(image, to: &c) }
+                return c
+            }
+            let slices = (0..<t).map { SequenceSlice(rows: $0..<($0 + 1), imageIndex: [image == nil ? nil : 0]) }
+            let h = Tensor(Array(repeating: 0.01, count: t * width), shape: [t, width])
+            return median {
+                var x = h
+                model.forward(&x, slices: slices, caches: &caches)
+            }
+        }
+    }
+
+    /// Seconds per attended pair: a decode step of 4 sequences at `context` against the same step at no context.
+    private func attentionSlope(_ model: any VisionLanguageModel, shortStep: Double) -> Double {
+        let width = configuration.language.hiddenSize, batch = 4
+        var caches = (0..<batch).map { _ in model.makeCache() }
+        for i in 0..<batch {
+            var prompt = Tensor(Array(repeating: 0.01, count: context * width), shape: [context, width])
+            var one = [caches[i]]
+            model.forward(&prompt, slices: [SequenceSlice(rows: 0..<context, imageIndex: Array(repeating: nil, count: context))], caches: &one)
+            caches[i] = one[0]
+        }
+        let slices = (0..<batch).map { SequenceSlice(rows: $0..<($0 + 1), imageIndex: [nil]) }
+        let h = Tensor(Array(repeating: 0.01, count: batch * width), shape: [batch, width])
+        let long = median {
+            var x = h
+            model.forward(&x, slices: slices, caches: &caches)
+        }
+        return max(0, long - shortStep) / Double(batch * context)
+    }
+
+    public func measure() throws -> Calibration {
+        let config = configuration
+        let layers = config.language.layerCount
+        let crossLayer = (0..<layers).first(where: config.crossAttends)
+        let plainLayer = (0..<layers).first { !config.crossAttends(layer: $0) }
+        let width = config.language.hiddenSize
+        let image = Tensor(Array(repeating: 0.02, count: config.visualTokensPerImage * config.visualTokenWidth),
+                           shape: [config.visualTokensPerImage, config.visualTokenWidth])
+        let steps = stepTokens.map(String.init).joined(separator: ",")
+
+        // A decoder layer alone; with a block every layer, the layer with its block counts as one.
+        let decoderIndex = plainLayer ?? crossLayer!
+        log("decoder layer \(decoderIndex): steps of \(steps) tokens...")
+        let decoder = try load(only(layer: decoderIndex))
+        let decoderCurve = stepCurve(decoder, image: plainLayer == nil ? image : nil)
+        log("decoder layer \(decoderIndex): decode at context \(context)...")
+        let slope = attentionSlope(decoder, shortStep: decoderCurve[stepTokens.firstIndex(of: 4) ?? 0])
+        var cache = decoder.makeCache()
+        var prompt = Tensor(Array(repeating: 0.01, count: 16 * width), shape: [16, width])
+        decoder.forward(&prompt, imageIndex: Array(repeating: nil, count: 16), cache: &cache)
+        let cachePerToken = cache.byteCount / 16
+
+        var blockCurve = stepTokens.map { _ in 0.0 }
+        var attach = 0.0, imageCache = 0
+        if let crossLayer {
+            let cross = try load(only(layer: crossLayer))
+            log("layer \(crossLayer) with its cross-attention block: attach, steps of \(steps) tokens...")
+            attach = median {
+                var c = cross.makeCache()
+                cross.attachImage(image, to: &c)
+            }
+            var c = cross.makeCache()
+            cross.attachImage(image, to: &c)
+            imageCache = c.byteCount
+            if plainLayer != nil {
+                let both = stepCurve(cross, image: image)
+                blockCurve = zip(both, decoderCurve).map { max(0, $0 - $1) }
+            }
+        }
+
+        log("norm + head: steps of \(steps) rows...")
+        let head = try load(ModelParts(vision: false, embedding: false, layers: 0..<0, outputHead: true))
+        let headCurve = stepTokens.map { t in
+            let h = Tensor(Array(repeating: 0.01, count: t * width), shape: [t, width])
+            return median { _ = head.logits(h) }
+        }
+
+        log("vision encoder + resampler: one image...")
+        let vision = try load(ModelParts(vision: true, embedding: false, layers: 0..<0, outputHead: false))
+        let s = config.imageSize
+        let pixels = Tensor((0..<(3 * s * s)).map { Float($0 % 255) / 255 - 0.5 }, shape: [3, s, s])
+        let visionSeconds = median { _ = vision.visualTokens(pixels: pixels) }
+
+        let cpu = CPUFeatures.current
+        let simd = cpu.flags.filter { ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni", "neon", "asimd"].contains($0) }
+        return Calibration(
+            model: name, dtype: dtype,
+            machine: .init(cpu: cpu.modelName, features: simd.sorted(), threads: ComputeThreads.count, kernels: KernelTable.active.summary),
+            hiddenSize: width, vocabularySize: config.language.vocabularySize,
+            visualTokensPerImage: config.visualTokensPerImage, visualTokenWidth: config.visualTokenWidth,
+            pixelBytesPerImage: 3 * s * s * 4,
+            decoderLayer: StepCost(tokens: stepTokens, seconds: decoderCurve, secondsPerAttendedPair: slope),
+            crossAttentionBlock: StepCost(tokens: stepTokens, seconds: blockCurve),
+            outputHead: StepCost(tokens: stepTokens, seconds: headCurve),
+            visionSecondsPerImage: visionSeconds, imageAttachSecondsPerBlock: attach,
+            cacheBytesPerTokenPerLayer: cachePerToken, cacheBytesPerImagePerBlock: imageCache)
+    }
+
+    /// This rank's speed probe: one decode step of one token on one decoder layer (median).
+    public func speedProbe() throws -> Double {
+        let layer = (0..<configuration.language.layerCount).first { !configuration.crossAttends(layer: $0) } ?? 0
+        let model = try load(only(layer: layer))
+        let width = configuration.language.hiddenSize
+        var caches = [model.makeCache()]
+        let h = Tensor(Array(repeating: 0.01, count: width), shape: [1, width])
+        let slices = [SequenceSlice(rows: 0..<1, imageIndex: [nil])]
+        var best = Double.infinity
+        for _ in 0..<max(5, repeats) {
+            let start = ContinuousClock.now
+            var x = h
+            model.forward(&x, slices: slices, caches: &caches)
+            best = min(best, (ContinuousClock.now - start).seconds)
+        }
+        return best
+    }
+}
