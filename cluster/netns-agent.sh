@@ -4,8 +4,22 @@
 # The namespaces share one file system and one host name, so daemons started at the same moment
 # would race to create the same session directory (/tmp/ompi.<host name>.<uid>/jf.<job>, "File
 # exists"): each "host" gets a session directory base of its own, which its processes inherit.
+# With netns-launch.sh --mem-cap, FLAMINGO_NETNS_CGROUP_PARENT names the directory holding one
+# memory cgroup per host (flamingo-<host>): this shell joins it before exec, so the daemon and
+# everything it starts (the rank) are charged to, and limited by, that host's cgroup.
 host=$1
 shift
 dir="${TMPDIR:-/tmp}/flamingo-netns-$host"
 mkdir -p "$dir"
-exec ip netns exec "$host" env OMPI_MCA_orte_tmpdir_base="$dir" /bin/sh -c "$*"
+if [ -n "${FLAMINGO_NETNS_CGROUP_PARENT:-}" ]; then
+    cg="$FLAMINGO_NETNS_CGROUP_PARENT/flamingo-$host"
+    echo $$ > "$cg/cgroup.procs" || { echo "netns-agent: cannot join memory cgroup $cg" >&2; exit 1; }
+fi
+# `ip netns exec` gives the namespace a fresh /sys without the cgroup mounts: mount the memory
+# controller again there (in the namespace's own mount namespace), so a rank sees its host's limit
+# at /sys/fs/cgroup/memory as it would on a real host, container or Slurm node.
+remount=""
+if [ -n "${FLAMINGO_NETNS_CGROUP_PARENT:-}" ]; then
+    remount='mount -t tmpfs cgroup_root /sys/fs/cgroup && mkdir -p /sys/fs/cgroup/memory && mount -t cgroup -o memory memory /sys/fs/cgroup/memory && '
+fi
+exec ip netns exec "$host" env OMPI_MCA_orte_tmpdir_base="$dir" /bin/sh -c "$remount$*"

@@ -592,7 +592,7 @@ const ProtobufCMessageDescriptor flamingo__hello__descriptor =
   (ProtobufCMessageInit) flamingo__hello__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flamingo__stage__field_descriptors[5] =
+static const ProtobufCFieldDescriptor flamingo__stage__field_descriptors[7] =
 {
   {
     "rank",
@@ -654,6 +654,30 @@ static const ProtobufCFieldDescriptor flamingo__stage__field_descriptors[5] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "tensor_parallel_rank",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__Stage, tensor_parallel_rank),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "tensor_parallel_size",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flamingo__Stage, tensor_parallel_size),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flamingo__stage__field_indices_by_name[] = {
   2,   /* field[2] = layer_end */
@@ -661,11 +685,13 @@ static const unsigned flamingo__stage__field_indices_by_name[] = {
   3,   /* field[3] = owns_input */
   4,   /* field[4] = owns_output */
   0,   /* field[0] = rank */
+  5,   /* field[5] = tensor_parallel_rank */
+  6,   /* field[6] = tensor_parallel_size */
 };
 static const ProtobufCIntRange flamingo__stage__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor flamingo__stage__descriptor =
 {
@@ -675,7 +701,7 @@ const ProtobufCMessageDescriptor flamingo__stage__descriptor =
   "Flamingo__Stage",
   "flamingo",
   sizeof(Flamingo__Stage),
-  5,
+  7,
   flamingo__stage__field_descriptors,
   flamingo__stage__field_indices_by_name,
   1,  flamingo__stage__number_ranges,

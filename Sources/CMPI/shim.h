@@ -15,4 +15,5 @@ static inline MPI_Request flamingo_mpi_request_null(void) { return MPI_REQUEST_N
 static inline int flamingo_mpi_thread_serialized(void) { return MPI_THREAD_SERIALIZED; }
 static inline MPI_Errhandler flamingo_mpi_errors_return(void) { return MPI_ERRORS_RETURN; }
 static inline int flamingo_status_source(const MPI_Status *status) { return status->MPI_SOURCE; }
+static inline int flamingo_status_tag(const MPI_Status *status) { return status->MPI_TAG; }
 #endif

@@ -95,3 +95,37 @@ public final class ReadProbe: @unchecked Sendable {
         return best
     }
 }
+
+extension MachineLimits {
+    /// The memory limit of this process's control group (cgroup v2 `memory.max`, or v1
+    /// `memory.limit_in_bytes`, the smallest along the path up to the root), nil when unlimited
+    /// or unknown. A container, a Slurm job or `cluster/netns-launch.sh --mem-cap` sets one.
+    public static func controlGroupMemoryLimit() -> Int? {
+        guard let table = try? String(contentsOfFile: "/proc/self/cgroup", encoding: .utf8) else { return nil }
+        var limits: [Int] = []
+        for line in table.split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+            guard fields.count == 3 else { continue }
+            let (controllers, path) = (fields[1], fields[2])
+            let (root, file): (String, String)
+            if controllers.split(separator: ",").contains("memory") {
+                (root, file) = ("/sys/fs/cgroup/memory", "memory.limit_in_bytes")
+            } else if controllers.isEmpty {
+                (root, file) = ("/sys/fs/cgroup", "memory.max")
+            } else {
+                continue
+            }
+            var dir = path
+            while true {
+                let text = (try? String(contentsOfFile: root + dir + "/" + file, encoding: .utf8))?
+                    .trimmingCharacters(in: .whitespacesAndNewlines)
+                // "max" (v2) and values near Int64.max (v1) mean no limit.
+                if let text, let value = Int(text), value > 0, value < 1 << 60 { limits.append(value) }
+                guard dir != "/" && !dir.isEmpty else { break }
+                dir = (dir as NSString).deletingLastPathComponent
+            }
+        }
+        return limits.min()
+    }
+}
+

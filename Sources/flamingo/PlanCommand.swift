@@ -28,6 +28,9 @@ struct PlanCommand: AsyncParsableCommand {
     @Flag(name: .customLong("vision-own-rank"), help: "Give vision + resampler a rank of their own (rank 1).")
     var visionOwnRank = false
 
+    @Option(help: "Ranks per LM stage (tensor parallelism).")
+    var tp: Int = 1
+
     @Option(name: .customLong("rank-speed"), help: "Relative speed of each rank, comma-separated in rank order (e.g. 1,1,0.5,1).")
     var rankSpeed: String?
 
@@ -57,7 +60,7 @@ struct PlanCommand: AsyncParsableCommand {
                 return b
             }
             let result = try plan(shape: shape, ranks: ranks, memoryPerRank: budget, visionOwnRank: visionOwnRank,
-                                  rankSpeeds: try rankSpeed.map(parseRankSpeeds))
+                                  rankSpeeds: try rankSpeed.map(parseRankSpeeds), tensorParallel: tp)
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]

@@ -24,6 +24,9 @@ struct PipelineCommandOptions: ParsableArguments {
     @Option(name: .customLong("mem-per-rank"), help: "Memory each rank may use (e.g. 22GiB); a layout that does not fit is refused.")
     var memPerRank: String?
 
+    @Option(help: "Ranks per LM stage (tensor parallelism): each stage's layers are split over this many ranks (rank 0 + stages x tp ranks in all).")
+    var tp: Int = 1
+
     @Option(name: .customLong("rank-speed"), help: "Relative speed of each rank, comma-separated in rank order (e.g. 1,1,0.5,1): stages are balanced by time, a slower rank gets less work.")
     var rankSpeed: String?
 
@@ -33,6 +36,7 @@ struct PipelineCommandOptions: ParsableArguments {
     func validate() throws {
         if let m = memPerRank, parseByteSize(m) == nil { throw ValidationError("--mem-per-rank: cannot read '\(m)'") }
         if let s = rankSpeed { _ = try parseRankSpeeds(s) }
+        if tp < 1 { throw ValidationError("--tp must be at least 1") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if let n = microbatches, n < 1 { throw ValidationError("--microbatches must be at least 1") }
     }
@@ -45,6 +49,7 @@ struct PipelineCommandOptions: ParsableArguments {
         o.batchSize = batchSize
         o.memoryPerRank = memPerRank.flatMap(parseByteSize)
         o.rankSpeeds = try rankSpeed.map(parseRankSpeeds)
+        o.tensorParallel = tp
         return o
     }
 }
@@ -167,7 +172,8 @@ func megabytes(_ bytes: Int) -> String {
 }
 
 func writeStatsJSON(_ report: RunReport, to path: String) throws {
-    try jsonData(StatsJSON(seconds: report.seconds, ranks: report.stats.map(StatsJSON.Rank.init)), pretty: true)
+    try jsonData(StatsJSON(seconds: report.seconds, ranks: report.stats.map(StatsJSON.Rank.init),
+                           requests: report.timings.map(StatsJSON.Request.init)), pretty: true)
         .write(to: URL(fileURLWithPath: path))
 }
 
@@ -207,6 +213,22 @@ private struct StatsJSON: Encodable {
         }
     }
 
+    /// One request's first and last token, in seconds from the first dispatch.
+    struct Request: Encodable {
+        let firstTokenSeconds: Double
+        let lastTokenSeconds: Double
+        let tokens: Int
+        enum CodingKeys: String, CodingKey {
+            case firstTokenSeconds = "first_token_seconds", lastTokenSeconds = "last_token_seconds", tokens
+        }
+        init(_ t: RequestTiming) {
+            firstTokenSeconds = t.firstTokenSeconds
+            lastTokenSeconds = t.lastTokenSeconds
+            tokens = t.tokens
+        }
+    }
+
     let seconds: Double
     let ranks: [Rank]
+    let requests: [Request]
 }

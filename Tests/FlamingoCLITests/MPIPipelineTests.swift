@@ -298,3 +298,53 @@ func demoModelAnswersUnderThreeRanksLikePyTorch() throws {
     #expect(out?["agree_with_reference"] as? Int == out?["with_reference"] as? Int, "predictions differ from PyTorch's")
     #expect(out?["with_reference"] as? Int == 50)
 }
+
+// MARK: - Tensor-parallel stages
+
+/// TP-only (one stage of 2 ranks) and PP×TP (two stages of 2) against one process: the same greedy
+/// tokens, logits within 1e-4 (a split layer adds its partial sums in another order than one
+/// matmul), and bit-identical across two runs of the same layout (partials added in group order).
+@Test(.enabled(if: MPI.available), arguments: fixtureNames)
+func tensorParallelStagesEqualOneProcess(fixture: String) throws {
+    let cases = try goldenCases(fixture)
+    let requests = try requestsFile(fixture: fixture, cases: cases)
+    defer { try? FileManager.default.removeItem(atPath: requests) }
+    let args = ["generate", "--model", CLI.models.appendingPathComponent(fixture).path, "--requests", requests, "--greedy"]
+    let referenceLogits = tempPath("logits") + ".npy"
+    defer { try? FileManager.default.removeItem(atPath: referenceLogits) }
+    let reference = try CLI.run(args + ["--dump-logits", referenceLogits])
+    #expect(reference.status == 0, "\(reference.stderr)")
+    let expected = try readNPY(URL(fileURLWithPath: referenceLogits))
+
+    for (ranks, repeatRun) in [(3, true), (5, false)] {
+        var firstRun: Data?
+        for run in 0..<(repeatRun ? 2 : 1) {
+            let logits = tempPath("logits") + ".npy"
+            defer { try? FileManager.default.removeItem(atPath: logits) }
+            let r = try MPI.run(ranks: ranks, args + ["--tp", "2", "--dump-logits", logits])
+            let what = "\(fixture) -np \(ranks) --tp 2"
+            #expect(r.status == 0, "\(what): \(r.stderr)")
+            guard r.status == 0 else { continue }
+            #expect(r.stdout.split(separator: "\n") == reference.stdout.split(separator: "\n"), "\(what): tokens differ from one process")
+            let got = try readNPY(URL(fileURLWithPath: logits))
+            #expect(got.count == expected.count)
+            let worst = zip(got, expected).map { abs($0 - $1) }.max() ?? .infinity
+            #expect(worst <= 1e-4, "\(what): logits differ from one process by up to \(worst)")
+            let bytes = try Data(contentsOf: URL(fileURLWithPath: logits))
+            if run == 0 { firstRun = bytes } else { #expect(bytes == firstRun, "\(what): two runs of the same layout differ") }
+        }
+    }
+}
+
+@Test(.enabled(if: MPI.available))
+func aTensorParallelLayoutThatDoesNotDivideIsRefused() throws {
+    let model = CLI.models.appendingPathComponent("interval1").path
+    // 4 LM ranks do not make stages of 3.
+    let uneven = try MPI.run(ranks: 5, ["generate", "--model", model, "--input-ids", "1,5,6", "--tp", "3"])
+    #expect(uneven.status != 0)
+    #expect(uneven.stderr.contains("--tp 3 needs the LM ranks"), "\(uneven.stderr)")
+    // 4 heads do not split over 3 ranks.
+    let heads = try MPI.run(ranks: 4, ["generate", "--model", model, "--input-ids", "1,5,6", "--tp", "3"])
+    #expect(heads.status != 0)
+    #expect(heads.stderr.contains("do not split over 3 ranks"), "\(heads.stderr)")
+}

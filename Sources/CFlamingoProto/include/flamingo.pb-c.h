@@ -210,10 +210,15 @@ struct  Flamingo__Stage
    * final norm and LM head
    */
   protobuf_c_boolean owns_output;
+  /*
+   * Tensor parallelism: this rank's place in its stage's group and the group's size (0 or 1: none).
+   */
+  uint32_t tensor_parallel_rank;
+  uint32_t tensor_parallel_size;
 };
 #define FLAMINGO__STAGE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flamingo__stage__descriptor) \
-    , 0, 0, 0, 0, 0 }
+    , 0, 0, 0, 0, 0, 0, 0 }
 
 
 /*

@@ -27,7 +27,7 @@ public struct StageAssignment: Sendable, Codable, Equatable {
         if coordinator { parts.append("coordinator") }
         if vision { parts.append("vision+resampler") }
         if embedding { parts.append("embeddings") }
-        if !layers.isEmpty { parts.append("LM layers") }
+        if !layers.isEmpty { parts.append(tensorParallelSize > 1 ? "LM layers (tp \(tensorParallelRank)/\(tensorParallelSize))" : "LM layers") }
         if outputHead { parts.append("norm+head") }
         return parts.isEmpty ? "idle" : parts.joined(separator: ", ")
     }
@@ -90,7 +90,7 @@ public struct CostModel: Sendable {
 /// (attention heads, MLP and head columns); a group runs at its slowest rank's speed, and its
 /// time is a 1/N share plus two allreduces per layer and per block.
 public func plan(shape: ModelShape, ranks: Int, memoryPerRank: Int? = nil, visionOwnRank: Bool = false,
-                 rankSpeeds: [Double]? = nil, tensorParallel: Int = 1, reservePerRank: Int = 512 << 20,
+                 rankSpeeds: [Double]? = nil, tensorParallel: Int = 1, reservePerRank: Int = PlanDefaults.reservePerRank,
                  cost: CostModel = CostModel()) throws -> PipelinePlan {
     guard ranks >= 1 else { throw PlanError.invalid("need at least one rank") }
     guard tensorParallel >= 1 else { throw PlanError.invalid("--tp must be at least 1") }
@@ -149,11 +149,13 @@ public func plan(shape: ModelShape, ranks: Int, memoryPerRank: Int? = nil, visio
                                       cacheBudgetBytes: usable.map { $0 - shape.visionBytes }, estimatedMillisecondsPerToken: 0))
     }
     for (g, range) in ranges.enumerated() {
-        let bytes = costs.bytes(range)
         for (k, rank) in groupRanks[g].enumerated() {
+            // Only the leader (k = 0) embeds and runs the head; the others hold their share of the layers.
+            let leader = k == 0
+            let bytes = leader ? costs.bytes(range) : costs.layerShareBytes(range)
             stages.append(StageAssignment(rank: rank, coordinator: false, vision: false,
-                                          embedding: !range.isEmpty && range.lowerBound == 0, layers: range,
-                                          outputHead: !range.isEmpty && range.upperBound == shape.layerCount,
+                                          embedding: leader && !range.isEmpty && range.lowerBound == 0, layers: range,
+                                          outputHead: leader && !range.isEmpty && range.upperBound == shape.layerCount,
                                           crossBlocks: range.filter(shape.hasCrossBlock).count,
                                           weightBytes: bytes, cacheBudgetBytes: usable.map { $0 - bytes },
                                           estimatedMillisecondsPerToken: costs.time(range) / speeds[g],
@@ -164,8 +166,10 @@ public func plan(shape: ModelShape, ranks: Int, memoryPerRank: Int? = nil, visio
 }
 
 /// A contiguous layer range's weight bytes per rank (embeddings with layer 0, norm + head with the
-/// last layer, a tied table once; with tensor parallelism N, 1/N of the layers and head, the
-/// embeddings whole) and estimated milliseconds per token at speed 1, from prefix sums.
+/// last layer, a tied table once; with tensor parallelism N, 1/N of the layers, the embeddings and
+/// head whole on the group's leader) and estimated milliseconds per token at speed 1, from prefix sums.
+/// The layers' share is 1/N of their bytes, rounded up; norms and gates (a few KiB a layer) are
+/// in fact whole on every rank.
 public struct StageCosts: Sendable {
     public let layerCount: Int
     private let bytePrefix: [Int]
@@ -184,9 +188,10 @@ public struct StageCosts: Sendable {
         bytePrefix = bytes
         timePrefix = time
         embeddingBytes = shape.embeddingBytes
-        headBytes = (shape.headBytes + n - 1) / n
-        headTime = cost.millisecondsPerToken(bytes: shape.headBytes, macs: shape.headMACsPerToken) / Double(n)
-        headSharesEmbedding = shape.headSharesEmbedding && n == 1
+        // The group's leader holds embeddings and head whole and runs the head alone.
+        headBytes = shape.headBytes
+        headTime = cost.millisecondsPerToken(bytes: shape.headBytes, macs: shape.headMACsPerToken)
+        headSharesEmbedding = shape.headSharesEmbedding
     }
 
     /// Stage timings given directly (tests): layer i costs `layerTimes[i]` and `layerBytes[i]`.
@@ -203,6 +208,11 @@ public struct StageCosts: Sendable {
     public func time(_ r: Range<Int>) -> Double {
         guard !r.isEmpty else { return 0 }
         return timePrefix[r.upperBound] - timePrefix[r.lowerBound] + (r.upperBound == layerCount ? headTime : 0)
+    }
+
+    /// The layers' bytes alone (a tensor-parallel member's share).
+    public func layerShareBytes(_ r: Range<Int>) -> Int {
+        r.isEmpty ? 0 : bytePrefix[r.upperBound] - bytePrefix[r.lowerBound]
     }
 
     public func bytes(_ r: Range<Int>) -> Int {
@@ -273,6 +283,11 @@ private func minimumRanks(_ costs: StageCosts, usable: Int, visionOwnRank: Bool)
         start = end
     }
     return max(groups, 1) + (visionOwnRank ? 2 : 1)
+}
+
+public enum PlanDefaults {
+    /// Memory kept per rank for caches and the runtime, beyond its weights.
+    public static let reservePerRank = 512 << 20
 }
 
 /// "22.0 GiB"

@@ -124,6 +124,8 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
     struct Outcome {
         var results: [GenerationResult]
         var seconds: Double
+        /// A batch's requests in order: seconds from the first dispatch to their first and last token.
+        var timings: [RequestTiming]
     }
 
     /// The engine thread's loop, after every rank said HELLO: runs until shutdown was asked for and
@@ -138,9 +140,20 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
         var batchSlot: [UInt64: Int] = [:]
         var batchResults: [Int: GenerationResult] = [:]
         var promptTokens: [UInt64: Int] = [:]
-        coordinator.onToken = { id, token in streams[id]?.yield(.token(token)) }
+        var firstToken: [UInt64: Double] = [:]
+        var batchTimings: [Int: RequestTiming] = [:]
+        let started = ContinuousClock.now
+        coordinator.onToken = { id, token in
+            if firstToken[id] == nil { firstToken[id] = (ContinuousClock.now - started).seconds }
+            streams[id]?.yield(.token(token))
+        }
         coordinator.onFinish = { id, result in
-            if let slot = batchSlot.removeValue(forKey: id) { batchResults[slot] = result }
+            let first = firstToken.removeValue(forKey: id) ?? 0
+            if let slot = batchSlot.removeValue(forKey: id) {
+                batchResults[slot] = result
+                batchTimings[slot] = RequestTiming(firstTokenSeconds: first, lastTokenSeconds: (ContinuousClock.now - started).seconds,
+                                                   tokens: result.tokens.count)
+            }
             streams[id]?.yield(.finished(result.finishReason, promptTokens: promptTokens[id] ?? 0,
                                          completionTokens: result.tokens.count))
             streams[id]?.finish()
@@ -149,7 +162,6 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
         }
         let send: (Message, Int) throws -> Void = { [transport] message, rank in try transport.send(message, to: rank) }
         shared.withLock { $0.status.ready = true }
-        let started = ContinuousClock.now
         do {
             while true {
                 let (newWork, cancels, stopWhenIdle, deadline) = shared.withLock {
@@ -211,7 +223,8 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
         }
         let seconds = (ContinuousClock.now - started).seconds
         shared.withLock { $0.status.ready = false }
-        return Outcome(results: batchResults.sorted { $0.key < $1.key }.map(\.value), seconds: seconds)
+        return Outcome(results: batchResults.sorted { $0.key < $1.key }.map(\.value), seconds: seconds,
+                       timings: batchTimings.sorted { $0.key < $1.key }.map(\.value))
     }
 
     /// Called once the other ranks are stopped: `shutdown` returns.

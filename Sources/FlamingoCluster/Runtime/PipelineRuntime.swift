@@ -14,6 +14,8 @@ public struct PipelineOptions: Sendable {
     public var memoryPerRank: Int?
     /// Relative speed of each rank for balancing stages (rank order; nil: all equal).
     public var rankSpeeds: [Double]?
+    /// Ranks per LM stage (tensor parallelism; 1: none).
+    public var tensorParallel = 1
     /// How long to wait for a peer's first message after start (model loading included).
     public var startupTimeout: Duration = .seconds(600)
     /// Quantize the language model's weight matrices to int8 at load (`--quantize int8`).
@@ -28,6 +30,15 @@ public struct RunReport: Sendable {
     /// Per-rank statistics, rank order (filled when asked for).
     public var stats: [RankStats]
     public var seconds: Double
+    /// Each request's first and last token, from the first dispatch (request order).
+    public var timings: [RequestTiming] = []
+}
+
+/// When a request's tokens came, in seconds from the run's first dispatch.
+public struct RequestTiming: Sendable, Equatable {
+    public var firstTokenSeconds: Double
+    public var lastTokenSeconds: Double
+    public var tokens: Int
 }
 
 /// Runs the pipeline of the transport's ranks, for a batch (`run`) or serving (`serve`). Every
@@ -63,7 +74,8 @@ public enum PipelineRuntime {
             try sendPlan(setup.plan, fingerprint: setup.fingerprint, transport: transport)
             let outcome = try engine.run(worker: &worker, options: options)
             let stats = try stopWorkers(transport: transport, collectingStatsOf: collectStats ? worker : nil, started: setup.started)
-            return RunReport(results: outcome.results, plan: setup.plan, stats: stats, seconds: outcome.seconds)
+            return RunReport(results: outcome.results, plan: setup.plan, stats: stats, seconds: outcome.seconds,
+                             timings: outcome.timings)
         } catch {
             stopWorkers(transport: transport, failure: "rank 0: \(error.localizedDescription)")
             throw error

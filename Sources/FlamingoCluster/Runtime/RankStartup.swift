@@ -23,10 +23,29 @@ extension PipelineRuntime {
         let shape = try ModelShape.forLoading(directory: directory, weights: weights, quantizeMatrices: options.quantizeMatrices)
         // Every rank computes the same plan from the same inputs; HELLO checks they agree.
         let plan = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: options.memoryPerRank,
-                                            visionOwnRank: options.visionOwnRank, rankSpeeds: options.rankSpeeds)
+                                            visionOwnRank: options.visionOwnRank, rankSpeeds: options.rankSpeeds,
+                                            tensorParallel: options.tensorParallel)
         let assignment = plan.stages[transport.rank]
+        // A host whose control group caps memory below this rank's weights would only thrash
+        // (mapped weights are dropped and read again at the cap): refuse, naming the limit.
+        if let limit = MachineLimits.controlGroupMemoryLimit(), assignment.weightBytes + PlanDefaults.reservePerRank > limit {
+            let why = "rank \(transport.rank) would map \(gib(assignment.weightBytes)) of weights (+ \(gib(PlanDefaults.reservePerRank)) for caches), more than this host's memory limit of \(gib(limit)) (its control group)"
+            do {
+                _ = try FlamingoCluster.plan(shape: shape, ranks: transport.worldSize, memoryPerRank: limit,
+                                             visionOwnRank: options.visionOwnRank, rankSpeeds: options.rankSpeeds,
+                                             tensorParallel: options.tensorParallel)
+            } catch PlanError.tooFewRanks(let needed, let given, _) {
+                throw PlanError.tooFewRanks(needed: needed, given: given, reason: why)
+            } catch let error as PlanError {
+                throw PlanError.invalid(why + ": " + (error.errorDescription ?? "\(error)"))
+            }
+            throw PlanError.invalid(why + "; give --mem-per-rank \(limit / (1 << 20))MiB so the layers are split to fit it")
+        }
+        // A tensor-parallel rank holds its share of each layer and adds partial sums with its group.
+        let shard = assignment.tensorParallelSize > 1
+            ? TensorParallelGroup(ranks: plan.tensorGroup(of: assignment), ownRank: transport.rank, transport: transport).shard : nil
         let parts = ModelParts(vision: assignment.vision, embedding: assignment.embedding,
-                               layers: assignment.layers, outputHead: assignment.outputHead)
+                               layers: assignment.layers, outputHead: assignment.outputHead, shard: shard)
         let model = try config.loadModel(weights: weights, parts: parts, progress: progress)
         let fingerprint = Fingerprint.of(directory: directory.url, weights: weights)
         if transport.rank != 0 {
@@ -95,7 +114,8 @@ extension PipelinePlan {
     /// The plan as a PLAN message carries it.
     func wire(configHash: UInt64) -> Message.Plan {
         Message.Plan(stages: stages.map {
-            Message.Stage(rank: UInt32($0.rank), layers: $0.layers, ownsInput: $0.vision || $0.embedding, ownsOutput: $0.outputHead)
+            Message.Stage(rank: UInt32($0.rank), layers: $0.layers, ownsInput: $0.vision || $0.embedding, ownsOutput: $0.outputHead,
+                          tensorParallelRank: UInt32($0.tensorParallelRank), tensorParallelSize: UInt32($0.tensorParallelSize))
         }, configHash: configHash)
     }
 }

@@ -44,8 +44,19 @@ struct StageWorker {
         return lm[i + 1].rank
     }
 
-    /// Ranks whose layers cross-attend (they need every request's visual tokens).
-    var crossAttendingRanks: [Int] { plan.languageStages.filter { $0.crossBlocks > 0 }.map(\.rank) }
+    /// Ranks whose layers cross-attend (they need every request's visual tokens), tensor-parallel
+    /// members included: each holds its heads' keys and values of every image.
+    var crossAttendingRanks: [Int] { plan.stages.filter { !$0.layers.isEmpty && $0.crossBlocks > 0 }.map(\.rank) }
+
+    /// A tensor-parallel leader's group members (they get each step's input from it); empty otherwise.
+    private var members: [Int] {
+        guard assignment.tensorParallelSize > 1, assignment.tensorParallelRank == 0 else { return [] }
+        return Array(plan.tensorGroup(of: assignment).dropFirst())
+    }
+
+    /// Tensor-parallel ranks run steps strictly in the leader's order (their allreduces pair up
+    /// step by step): once one step waits for visual tokens, every later one waits behind it.
+    private var keepsStepOrder: Bool { assignment.tensorParallelSize > 1 }
 
     /// Handles one message addressed to this stage; `send` delivers what it produces.
     mutating func handle(_ message: Message, send: (Message, Int) throws -> Void) throws {
@@ -59,6 +70,7 @@ struct StageWorker {
         case .prefill, .decode:
             try handleStep(message, send: send)
         case .cancel:
+            for member in members { try send(message, member) }
             for s in message.sequences { caches[s.sequenceID] = nil }
             deferred.removeAll { m in m.sequences.contains { s in message.sequences.contains { $0.sequenceID == s.sequenceID } } }
         default:
@@ -103,6 +115,10 @@ struct StageWorker {
     private mutating func handleStep(_ message: Message, send: (Message, Int) throws -> Void) throws {
         let width = model.configuration.language.hiddenSize
         // Wait for visual tokens that have not arrived yet.
+        if keepsStepOrder && !deferred.isEmpty {
+            deferred.append(message)
+            return
+        }
         if model.crossAttends {
             for s in message.sequences where (caches[s.sequenceID]?.imageCount ?? 0) < s.imageCount {
                 deferred.append(message)
@@ -129,6 +145,15 @@ struct StageWorker {
             }
             h = hidden.toF32()  // bf16 on the wire when asked for
         }
+        // A tensor-parallel leader hands the step's input to its group, which computes with it.
+        var computeStart = start
+        if !members.isEmpty {
+            var share = message
+            share.tensors = [NamedTensor(Message.TensorName.hidden, h)]
+            computeTime += ContinuousClock.now - start
+            for member in members { try send(share, member) }
+            computeStart = ContinuousClock.now
+        }
         var slices: [SequenceSlice] = []
         var batchCaches: [SequenceCache] = []
         var row = 0
@@ -144,8 +169,15 @@ struct StageWorker {
             row += s.tokenCount
         }
         model.forward(&h, slices: slices, caches: &batchCaches)
+        if let failure = model.parts.shard?.failureMessage {
+            throw PipelineError.protocolViolation("tensor-parallel allreduce on rank \(assignment.rank) failed: \(failure)")
+        }
         for (s, cache) in zip(message.sequences, batchCaches) { caches[s.sequenceID] = cache }
         peakCacheBytes = max(peakCacheBytes, cacheBytes)
+        if assignment.tensorParallelRank > 0 {
+            computeTime += ContinuousClock.now - computeStart
+            return  // the leader passes the group's result on
+        }
 
         var out = message
         out.tensors = []
@@ -162,12 +194,12 @@ struct StageWorker {
             out.kind = .logits
             out.tensors = [NamedTensor(Message.TensorName.logits, model.logits(last))]
             for i in out.sequences.indices { out.sequences[i].tokenIDs = []; out.sequences[i].imageIndex = [] }
-            computeTime += ContinuousClock.now - start
+            computeTime += ContinuousClock.now - computeStart
             try send(out, 0)
         } else {
             guard let next = nextStage else { throw PipelineError.protocolViolation("rank \(assignment.rank) has no next stage") }
             out.tensors = [NamedTensor(Message.TensorName.hidden, h)]
-            computeTime += ContinuousClock.now - start
+            computeTime += ContinuousClock.now - computeStart
             try send(out, next)
         }
     }

@@ -64,15 +64,16 @@ public struct LinkCost: Codable, Sendable, Equatable {
 
     public func transferSeconds(bytes: Int) -> Double { latencySeconds + Double(bytes) / bytesPerSecond }
 
-    /// A ring allreduce: 2(n-1) steps, each moving bytes/n; or the measured figure for this rank
-    /// count, scaled linearly in bytes between measured sizes.
+    /// The runtime's allreduce (`TensorParallelGroup`): every rank sends its partial to each of the
+    /// n-1 others at once, so one latency plus n-1 partials through its link; or the measured
+    /// figure for this rank count, linear in bytes between measured sizes.
     public func allreduceSeconds(bytes: Int, ranks n: Int) -> Double {
         guard n > 1 else { return 0 }
         if let points = allreduce?.filter({ $0.ranks == n }).sorted(by: { $0.bytes < $1.bytes }), !points.isEmpty {
             let cost = StepCost(tokens: points.map(\.bytes), seconds: points.map(\.seconds))
             return cost.seconds(tokens: bytes)
         }
-        return Double(2 * (n - 1)) * (latencySeconds + Double(bytes) / Double(n) / bytesPerSecond)
+        return latencySeconds + Double((n - 1) * bytes) / bytesPerSecond
     }
 
     /// "0.2ms,1Gbit" or "50us,10Gbit" or "0.0002,125000000" (seconds, bytes per second).

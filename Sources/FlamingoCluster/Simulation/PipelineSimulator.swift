@@ -298,15 +298,17 @@ struct PipelineSimulator {
         }
         let crossPairs = Double(tokens * calibration.visualTokensPerImage)
         let layers = Double(stage.layers.count), blocks = Double(stage.crossBlocks)
-        var seconds = layers * calibration.decoderLayer.seconds(tokens: tokens, attendedPairs: selfPairs)
+        let seconds = layers * calibration.decoderLayer.seconds(tokens: tokens, attendedPairs: selfPairs)
             + blocks * calibration.crossAttentionBlock.seconds(tokens: tokens, attendedPairs: crossPairs)
-        if stage.outputHead { seconds += calibration.outputHead.seconds(tokens: message.sequences.count) }
+        let head = stage.outputHead ? calibration.outputHead.seconds(tokens: message.sequences.count) : 0
         let n = stage.tensorParallelSize
-        guard n > 1 else { return seconds }
+        guard n > 1 else { return seconds + head }
+        // The leader sends the step's input to each member, then all compute their share, with an
+        // allreduce per branch (attention and MLP of every layer and block); the leader runs the head.
         let activation = tokens * calibration.hiddenSize * 4
         let allreduce = setup.link.allreduceSeconds(bytes: activation, ranks: n)
-        let broadcast = ceil(log2(Double(n))) * setup.link.transferSeconds(bytes: activation)
-        return seconds / Double(n) + (2 * layers + 2 * blocks) * allreduce + broadcast
+        let fanOut = Double(n - 1) * Double(activation) / setup.link.bytesPerSecond + setup.link.latencySeconds
+        return seconds / Double(n) + (2 * layers + 2 * blocks) * allreduce + fanOut + head
     }
 
     /// Applies a handled message's effects at `rank`, as `StageWorker.handle` and the engine do.

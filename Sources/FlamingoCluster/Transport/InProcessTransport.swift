@@ -14,8 +14,10 @@ public final class InProcessTransport: StageTransport, @unchecked Sendable {
         /// Messages with the size of their frame (0 when frames are not encoded).
         let inboxes: [Inbox<Result<(Message, Int), TransportError>>]
         let encodeFrames: Bool
+        let collectives: [CollectiveInbox]
         init(worldSize: Int, encodeFrames: Bool) {
             inboxes = (0..<worldSize).map { _ in Inbox() }
+            collectives = (0..<worldSize).map { _ in CollectiveInbox() }
             self.encodeFrames = encodeFrames
         }
     }
@@ -68,4 +70,15 @@ public final class InProcessTransport: StageTransport, @unchecked Sendable {
     public func abortJob(code: Int32) -> Never { exit(code) }
 
     public var counters: TransportCounters { stats.withLock { $0 } }
+
+    public func sendCollective(_ bytes: [UInt8], to target: Int) throws(TransportError) {
+        stats.withLock { $0.bytesSent += bytes.count; $0.messagesSent += 1 }
+        hub.collectives[target].push(bytes, from: rank)
+    }
+
+    public func receiveCollective(from source: Int, timeout: Duration) throws(TransportError) -> [UInt8]? {
+        guard let bytes = hub.collectives[rank].pop(from: source, timeout: timeout) else { return nil }
+        stats.withLock { $0.bytesReceived += bytes.count; $0.messagesReceived += 1 }
+        return bytes
+    }
 }

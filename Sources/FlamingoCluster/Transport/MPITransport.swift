@@ -15,8 +15,16 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
     public let peerTimeout: Duration
     private let heartbeatInterval: Duration = .milliseconds(500)
     private let tag: Int32 = 7
+    /// Tensor-parallel partial sums (raw bytes), apart from pipeline frames.
+    private let collectiveTag: Int32 = 8
 
-    private let outbox = Mutex<[(target: Int, message: Message)]>([])
+    /// What the communication thread sends: a pipeline message (framed) or a partial sum (raw).
+    private enum Outgoing {
+        case message(Message)
+        case collective([UInt8])
+    }
+    private let outbox = Mutex<[(target: Int, item: Outgoing)]>([])
+    private let collectives = CollectiveInbox()
     private let inbox = Inbox<Result<Message, TransportError>>()
     private let stats = Mutex(TransportCounters())
     private let running = Atomic<Bool>(true)
@@ -80,7 +88,17 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
         var message = message
         message.sourceRank = UInt32(rank)
         pendingSends.add(1, ordering: .relaxed)
-        outbox.withLock { $0.append((target, message)) }
+        outbox.withLock { $0.append((target, .message(message))) }
+    }
+
+    public func sendCollective(_ bytes: [UInt8], to target: Int) throws(TransportError) {
+        guard running.load(ordering: .relaxed) else { throw .closed }
+        pendingSends.add(1, ordering: .relaxed)
+        outbox.withLock { $0.append((target, .collective(bytes))) }
+    }
+
+    public func receiveCollective(from source: Int, timeout: Duration) throws(TransportError) -> [UInt8]? {
+        collectives.pop(from: source, timeout: timeout)
     }
 
     public func receive(timeout: Duration) throws(TransportError) -> Message? {
@@ -126,22 +144,27 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
         var idleSleep: UInt32 = 50
         var failed = false
         // Messages held back by the emulated link delay, in arrival order (so due in order).
-        var delayed: [(due: ContinuousClock.Instant, message: Message)] = []
+        enum Arrival { case message(Message), collective([UInt8], from: Int) }
+        var delayed: [(due: ContinuousClock.Instant, arrival: Arrival)] = []
         var delayedHead = 0
         // Peers whose liveness this rank watches: rank 0 watches everyone, the others watch rank 0.
         let watched = rank == 0 ? Array(1..<max(1, worldSize)) : [0]
         while running.load(ordering: .relaxed) || !pending.isEmpty {
             var busy = false
             // Post queued sends.
-            let queued = outbox.withLock { q -> [(target: Int, message: Message)] in let all = q; q.removeAll(); return all }
-            for (target, message) in queued {
+            let queued = outbox.withLock { q -> [(target: Int, item: Outgoing)] in let all = q; q.removeAll(); return all }
+            for (target, item) in queued {
                 busy = true
                 do {
-                    let frame = try encodeFrame(message, floatEncoding: floatEncoding)
+                    let frame: [UInt8], frameTag: Int32
+                    switch item {
+                    case .message(let message): (frame, frameTag) = (try encodeFrame(message, floatEncoding: floatEncoding), tag)
+                    case .collective(let bytes): (frame, frameTag) = (bytes, collectiveTag)
+                    }
                     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(frame.count, 1), alignment: 16)
                     frame.withUnsafeBytes { buffer.copyMemory(from: $0) }
                     var request: MPI_Request? = nil
-                    let rc = MPI_Isend(buffer.baseAddress, Int32(frame.count), flamingo_mpi_byte(), Int32(target), tag,
+                    let rc = MPI_Isend(buffer.baseAddress, Int32(frame.count), flamingo_mpi_byte(), Int32(target), frameTag,
                                        flamingo_comm_world(), &request)
                     if rc != flamingo_mpi_success() {
                         buffer.deallocate()
@@ -153,7 +176,8 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
                     stats.withLock { $0.bytesSent += frame.count; $0.messagesSent += 1 }
                 } catch {
                     pendingSends.subtract(1, ordering: .relaxed)
-                    fail(.badFrame(from: rank, reason: "cannot encode \(message.kind): \(error.localizedDescription)"), &failed)
+                    let what = if case .message(let m) = item { "\(m.kind)" } else { "a partial sum" }
+                    fail(.badFrame(from: rank, reason: "cannot encode \(what): \(error.localizedDescription)"), &failed)
                 }
             }
             // Retire completed sends.
@@ -175,26 +199,40 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
             while true {
                 var flag: Int32 = 0
                 var status = MPI_Status()
-                let rc = MPI_Iprobe(flamingo_mpi_any_source(), tag, flamingo_comm_world(), &flag, &status)
+                let rc = MPI_Iprobe(flamingo_mpi_any_source(), flamingo_mpi_any_tag(), flamingo_comm_world(), &flag, &status)
                 if rc != flamingo_mpi_success() { fail(.mpi(call: "MPI_Iprobe", code: rc), &failed); break }
                 if flag == 0 { break }
                 busy = true
                 let source = Int(flamingo_status_source(&status))
+                let receivedTag = flamingo_status_tag(&status)
                 var count: Int32 = 0
                 MPI_Get_count(&status, flamingo_mpi_byte(), &count)
                 var bytes = [UInt8](repeating: 0, count: Int(max(count, 0)))
                 let recv = bytes.withUnsafeMutableBytes {
-                    MPI_Recv($0.baseAddress, count, flamingo_mpi_byte(), Int32(source), tag, flamingo_comm_world(),
+                    MPI_Recv($0.baseAddress, count, flamingo_mpi_byte(), Int32(source), receivedTag, flamingo_comm_world(),
                              flamingo_mpi_status_ignore())
                 }
                 if recv != flamingo_mpi_success() { fail(.mpi(call: "MPI_Recv from rank \(source)", code: recv), &failed); break }
                 if source >= 0 && source < worldSize { lastHeard[source] = .now }
                 stats.withLock { $0.bytesReceived += bytes.count; $0.messagesReceived += 1 }
+                if receivedTag == collectiveTag {
+                    // Partial sums: the emulated link delay applies to them as to any message.
+                    if linkDelay > .zero && source != rank {
+                        delayed.append((.now + linkDelay, .collective(bytes, from: source)))
+                    } else {
+                        collectives.push(bytes, from: source)
+                    }
+                    continue
+                }
+                guard receivedTag == tag else {
+                    fail(.badFrame(from: source, reason: "message with unknown MPI tag \(receivedTag)"), &failed)
+                    break
+                }
                 do {
                     let message = try decodeFrame(bytes)
                     if message.kind != .heartbeat {
                         if linkDelay > .zero && source != rank {
-                            delayed.append((.now + linkDelay, message))
+                            delayed.append((.now + linkDelay, .message(message)))
                         } else {
                             inbox.push(.success(message))
                         }
@@ -206,7 +244,10 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
             // Hand on delayed messages that are due.
             let now = ContinuousClock.now
             while delayedHead < delayed.count && delayed[delayedHead].due <= now {
-                inbox.push(.success(delayed[delayedHead].message))
+                switch delayed[delayedHead].arrival {
+                case .message(let m): inbox.push(.success(m))
+                case .collective(let bytes, let source): collectives.push(bytes, from: source)
+                }
                 delayedHead += 1
                 busy = true
             }

@@ -19,6 +19,10 @@ public protocol StageTransport: AnyObject, Sendable {
     func abortJob(code: Int32) -> Never
     /// Byte and time counters, for --stats.
     var counters: TransportCounters { get }
+    /// Tensor-parallel partial sums: raw bytes on a channel of their own, in order per peer.
+    func sendCollective(_ bytes: [UInt8], to rank: Int) throws(TransportError)
+    /// The next partial from `rank`, or nil when `timeout` passes first.
+    func receiveCollective(from rank: Int, timeout: Duration) throws(TransportError) -> [UInt8]?
 }
 
 public struct TransportCounters: Sendable, Equatable {

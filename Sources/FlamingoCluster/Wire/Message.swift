@@ -168,12 +168,18 @@ extension Message {
         public var ownsInput: Bool
         /// Final norm and LM head.
         public var ownsOutput: Bool
+        /// Tensor parallelism: the rank's place in its stage's group, and the group's size.
+        public var tensorParallelRank: UInt32
+        public var tensorParallelSize: UInt32
 
-        public init(rank: UInt32, layers: Range<Int>, ownsInput: Bool, ownsOutput: Bool) {
+        public init(rank: UInt32, layers: Range<Int>, ownsInput: Bool, ownsOutput: Bool,
+                    tensorParallelRank: UInt32 = 0, tensorParallelSize: UInt32 = 1) {
             self.rank = rank
             self.layers = layers
             self.ownsInput = ownsInput
             self.ownsOutput = ownsOutput
+            self.tensorParallelRank = tensorParallelRank
+            self.tensorParallelSize = tensorParallelSize
         }
     }
 

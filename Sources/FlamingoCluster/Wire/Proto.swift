@@ -106,6 +106,8 @@ enum Proto {
                 s.pointee.layer_end = UInt32(stage.layers.upperBound)
                 s.pointee.owns_input = stage.ownsInput ? 1 : 0
                 s.pointee.owns_output = stage.ownsOutput ? 1 : 0
+                s.pointee.tensor_parallel_rank = stage.tensorParallelRank
+                s.pointee.tensor_parallel_size = stage.tensorParallelSize
                 stages[i] = s
             }
             c.pointee.n_stages = plan.stages.count
@@ -268,7 +270,8 @@ enum Proto {
                     throw .invalidStage(rank: s.rank, layerStart: Int(s.layer_start), layerEnd: Int(s.layer_end))
                 }
                 stages.append(Message.Stage(rank: s.rank, layers: Int(s.layer_start)..<Int(s.layer_end),
-                                            ownsInput: s.owns_input != 0, ownsOutput: s.owns_output != 0))
+                                            ownsInput: s.owns_input != 0, ownsOutput: s.owns_output != 0,
+                                            tensorParallelRank: s.tensor_parallel_rank, tensorParallelSize: max(1, s.tensor_parallel_size)))
             }
             message.plan = Message.Plan(stages: stages, configHash: p.config_hash)
         }

@@ -75,12 +75,15 @@ public struct ModelParts: Sendable, Equatable {
     public var embedding: Bool
     public var layers: Range<Int>
     public var outputHead: Bool
+    /// On a tensor-parallel rank: the layers' share it holds (nil: whole layers).
+    public var shard: TensorShard?
 
-    public init(vision: Bool, embedding: Bool, layers: Range<Int>, outputHead: Bool) {
+    public init(vision: Bool, embedding: Bool, layers: Range<Int>, outputHead: Bool, shard: TensorShard? = nil) {
         self.vision = vision
         self.embedding = embedding
         self.layers = layers
         self.outputHead = outputHead
+        self.shard = shard
     }
 
     public static func all(_ config: any ModelConfiguration) -> ModelParts { config.allParts }

@@ -34,21 +34,26 @@ public struct DecoderLayerConfig: Sendable, Equatable {
 }
 
 /// gate/up/down SwiGLU feed-forward (any gated activation).
+/// With a tensor-parallel shard: this rank's channels of gate/up, the matching columns of down,
+/// and one allreduce of down's partial sums.
 struct GatedMLP: Sendable {
     let gate, up, down: Linear
     let activation: Activation
+    let shard: TensorShard?
 
     init(_ w: WeightScope, width: Int, intermediate: Int, activation: Activation) throws {
-        gate = try Linear(w, "gate_proj", in: width, out: intermediate)
-        up = try Linear(w, "up_proj", in: width, out: intermediate)
-        down = try Linear(w, "down_proj", in: intermediate, out: width)
+        gate = try Linear(w, "gate_proj", in: width, out: intermediate, split: .outputs)
+        up = try Linear(w, "up_proj", in: width, out: intermediate, split: .outputs)
+        down = try Linear(w, "down_proj", in: intermediate, out: width, split: .inputs)
         self.activation = activation
+        shard = w.shard
     }
 
     /// x: [T, C] → [T, C]
     func callAsFunction(_ x: Tensor) -> Tensor {
         let (g, u) = Linear.apply(gate, up, to: x)
-        return down(gatedActivate(gate: g, up: u, activation))
+        let y = down(gatedActivate(gate: g, up: u, activation))
+        return shard.map { $0.reduce(y) } ?? y
     }
 
     var traffic: WeightTraffic { gate.traffic + up.traffic + down.traffic }
@@ -56,21 +61,31 @@ struct GatedMLP: Sendable {
 
 /// Causal self-attention with RoPE and a KV cache; grouped-query when there are fewer key/value
 /// heads than query heads.
+/// With a tensor-parallel shard: this rank's query and key/value heads, the matching columns of
+/// o_proj, and one allreduce of its partial sums.
 struct SelfAttention: Sendable {
     let q, k, v, o: Linear
+    /// Heads this rank holds.
     let headCount, keyValueHeadCount, headDim: Int
     let rope: RotaryEmbedding
+    let shard: TensorShard?
 
     init(_ w: WeightScope, config: DecoderLayerConfig) throws {
         let c = config.hiddenSize, inner = config.headCount * config.headDim
-        q = try Linear(w, "q_proj", in: c, out: inner)
-        k = try Linear(w, "k_proj", in: c, out: config.keyValueWidth)
-        v = try Linear(w, "v_proj", in: c, out: config.keyValueWidth)
-        o = try Linear(w, "o_proj", in: inner, out: c)
-        headCount = config.headCount
-        keyValueHeadCount = config.keyValueHeadCount
+        let n = w.shard?.count ?? 1
+        guard config.headCount % n == 0, config.keyValueHeadCount % n == 0 else {
+            throw ModelLoadError.tensorParallel(name: w.prefix + "q_proj", reason:
+                "\(config.headCount) query and \(config.keyValueHeadCount) key/value heads do not split over \(n) ranks")
+        }
+        q = try Linear(w, "q_proj", in: c, out: inner, split: .outputs)
+        k = try Linear(w, "k_proj", in: c, out: config.keyValueWidth, split: .outputs)
+        v = try Linear(w, "v_proj", in: c, out: config.keyValueWidth, split: .outputs)
+        o = try Linear(w, "o_proj", in: inner, out: c, split: .inputs)
+        headCount = config.headCount / n
+        keyValueHeadCount = config.keyValueHeadCount / n
         headDim = config.headDim
         rope = RotaryEmbedding(headDim: config.headDim, base: config.ropeTheta, scaling: config.ropeScaling)
+        shard = w.shard
     }
 
     /// x: [T, C], rows of several sequences; each slice's rows continue that sequence at
@@ -99,7 +114,8 @@ struct SelfAttention: Sendable {
                 }
             }
         }
-        return o(out)
+        let y = o(out)
+        return shard.map { $0.reduce(y) } ?? y
     }
 
     var traffic: WeightTraffic { q.traffic + k.traffic + v.traffic + o.traffic }

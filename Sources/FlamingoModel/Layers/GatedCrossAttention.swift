@@ -89,25 +89,32 @@ public struct GatedCrossAttentionBlock: Sendable {
     let qLayerNorm, kLayerNorm: RMSNorm?
     let mlp: GatedMLP
     let attentionGate, denseGate: TanhGate
+    /// Heads this rank holds (all without tensor parallelism).
     let headCount: Int
+    let shard: TensorShard?
 
     init(_ w: WeightScope, config: GatedCrossAttentionConfig) throws {
         let c = config.hiddenSize
         let kv = config.visualTokenWidth
         let headDim = c / config.headCount
+        let n = w.shard?.count ?? 1
+        guard config.headCount % n == 0 else {
+            throw ModelLoadError.tensorParallel(name: w.prefix + "cross_attn", reason: "\(config.headCount) heads do not split over \(n) ranks")
+        }
         inputLayerNorm = try RMSNorm(w, "input_layernorm", width: c, eps: config.rmsNormEps)
         postAttentionLayerNorm = try RMSNorm(w, "post_attention_layernorm", width: c, eps: config.rmsNormEps)
         let a = w.scope("cross_attn")
-        q = try Linear(a, "q_proj", in: c, out: c)
-        k = try Linear(a, "k_proj", in: kv, out: c)
-        v = try Linear(a, "v_proj", in: kv, out: c)
-        o = try Linear(a, "o_proj", in: c, out: c)
+        q = try Linear(a, "q_proj", in: c, out: c, split: .outputs)
+        k = try Linear(a, "k_proj", in: kv, out: c, split: .outputs)
+        v = try Linear(a, "v_proj", in: kv, out: c, split: .outputs)
+        o = try Linear(a, "o_proj", in: c, out: c, split: .inputs)
         qLayerNorm = config.qkLayerNorms ? try RMSNorm(a, "q_layer_norm", width: headDim, eps: config.rmsNormEps) : nil
         kLayerNorm = config.qkLayerNorms ? try RMSNorm(a, "k_layer_norm", width: headDim, eps: config.rmsNormEps) : nil
         mlp = try GatedMLP(w.scope("mlp"), width: c, intermediate: config.intermediateSize, activation: config.activation)
         attentionGate = try TanhGate(w, "alpha_cross_attn", width: c)
         denseGate = try TanhGate(w, "alpha_dense", width: c)
-        headCount = config.headCount
+        headCount = config.headCount / n
+        shard = w.shard
     }
 
     /// Weights streamed per decoded token (k/v projections run once per image, not per token).
@@ -124,11 +131,12 @@ public struct GatedCrossAttentionBlock: Sendable {
     /// h: [T, C] (rows of several sequences) in place. Row r of slice s sees image
     /// `slices[s].imageIndex[r]` of that sequence, whose K/V for this block are in `caches[s]`.
     func callAsFunction(_ h: inout Tensor, slices: [SequenceSlice], caches: [SequenceCache], block: Int) {
-        let c = h.dim(-1)
-        let t = h.count / c
+        let t = h.count / h.dim(-1)
+        // Every rank of a tensor-parallel group takes this branch or none (same slices).
         if slices.contains(where: { $0.imageIndex.contains { $0 != nil } }) {
             var queries = q(inputLayerNorm(h))
             qLayerNorm?.applyPerSlice(&queries)
+            let c = queries.dim(-1)  // this rank's heads
             let headDim = c / headCount
             var attended = Tensor(zeros: [t, c])
             attended.withMutableFloats { out in
@@ -159,7 +167,8 @@ public struct GatedCrossAttentionBlock: Sendable {
                 }
             }
             // Rows of tokens without an image stay zero, and o_proj has no bias: the gate is exact.
-            attentionGate.addGated(&h, o(attended))
+            let y = o(attended)
+            attentionGate.addGated(&h, shard.map { $0.reduce(y) } ?? y)
         }
         denseGate.addGated(&h, mlp(postAttentionLayerNorm(h)))
     }

@@ -114,7 +114,8 @@ public struct LanguageModel: Sendable {
         layerRange = range
         self.layerCount = layerCount
         self.placement = placement
-        keyValueWidth = decoder.keyValueWidth
+        // This rank's key/value heads (all without tensor parallelism).
+        keyValueWidth = decoder.keyValueWidth / (layerScope(range.lowerBound).shard?.count ?? 1)
         layers = try range.map {
             progress("layer \($0 + 1)/\(layerCount)")
             return try DecoderLayer(layerScope($0), config: decoder)

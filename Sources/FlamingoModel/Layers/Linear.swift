@@ -14,6 +14,24 @@ public struct Linear: Sendable {
         self.bias = bias ? try w.take(key + ".bias", shape: [outFeatures]) : nil
     }
 
+    /// This tensor-parallel rank's share of `<key>.weight` when `w` is sharded (whole otherwise):
+    /// its rows for `.outputs`, its columns for `.inputs` (no bias: a split layer's bias would be
+    /// added once per rank).
+    init(_ w: WeightScope, _ key: String, in inFeatures: Int, out outFeatures: Int, split: TensorSplit) throws {
+        let whole = try w.takeMatrix(key + ".weight", rows: outFeatures, columns: inFeatures)
+        bias = nil
+        guard let shard = w.shard, shard.count > 1 else {
+            weight = whole
+            return
+        }
+        let total = split == .outputs ? outFeatures : inFeatures
+        guard total % shard.count == 0 else {
+            throw ModelLoadError.tensorParallel(name: w.prefix + key, reason: "\(total) \(split == .outputs ? "outputs" : "inputs") do not split over \(shard.count) ranks")
+        }
+        weight = split == .outputs ? whole.rows(shard.share(total)) : try whole.columns(shard.share(total))
+        w.store.keepShare(of: w.prefix + key + ".weight", bytes: weight.byteCount, parameters: weight.rows * weight.columns)
+    }
+
     /// A bias-free layer over an existing weight (tied embeddings).
     init(weight: Tensor) {
         self.weight = WeightMatrix(weight)

@@ -17,6 +17,7 @@ public enum ModelLoadError: Error, LocalizedError, Equatable {
     case badIndex(file: String, reason: String)
     case wrongDType(name: String, expected: String, got: DType)
     case quantization(name: String, reason: String)
+    case tensorParallel(name: String, reason: String)
 
     public var errorDescription: String? {
         switch self {
@@ -35,6 +36,7 @@ public enum ModelLoadError: Error, LocalizedError, Equatable {
         case .badIndex(let file, let reason): "\(file): \(reason)"
         case .wrongDType(let name, let expected, let got): "tensor '\(name)' has dtype \(got.rawValue), expected \(expected)"
         case .quantization(let name, let reason): "cannot quantize '\(name)': \(reason)"
+        case .tensorParallel(let name, let reason): "cannot split '\(name)' for tensor parallelism: \(reason)"
         }
     }
 }

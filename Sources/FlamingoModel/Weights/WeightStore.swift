@@ -222,6 +222,21 @@ public final class WeightStore: Sendable {
         }
     }
 
+    /// Records that of matrix `name` (taken whole) this process keeps only a share of `bytes` bytes
+    /// and `parameters` values (a tensor-parallel rank's rows or columns).
+    func keepShare(of name: String, bytes: Int, parameters: Int) {
+        let names = [name, name + Self.int8ValuesSuffix, name + Self.int8ScalesSuffix]
+        taken.withLock { t in
+            guard names.contains(where: { t[$0] != nil }) else { return }
+            for n in names { t[n] = nil }
+            t[name] = bytes
+        }
+        takenParameters.withLock { p in
+            for n in names { p[n] = nil }
+            p[name] = parameters
+        }
+    }
+
     /// Matrices taken so far that the architecture stores in int8 when quantized.
     public var int8EligibleNames: Set<String> { eligible.withLock { $0 } }
     private let eligible = Mutex<Set<String>>([])
@@ -280,21 +295,27 @@ public struct WeightScope: Sendable {
     public let prefix: String
     /// Weight matrices under this scope are stored in int8 when the model is quantized.
     public let int8: Bool
+    /// Set on a tensor-parallel rank: layers under this scope take their share (`Linear(split:)`).
+    public let shard: TensorShard?
 
-    public init(store: WeightStore, prefix: String = "", int8: Bool = false) {
+    public init(store: WeightStore, prefix: String = "", int8: Bool = false, shard: TensorShard? = nil) {
         self.store = store
         self.prefix = prefix
         self.int8 = int8
+        self.shard = shard
     }
 
     /// A nested scope: `scope("layers", 3)` → "<prefix>layers.3.".
     public func scope(_ parts: CustomStringConvertible...) -> WeightScope {
-        WeightScope(store: store, prefix: prefix + parts.map(\.description).joined(separator: ".") + ".", int8: int8)
+        WeightScope(store: store, prefix: prefix + parts.map(\.description).joined(separator: ".") + ".", int8: int8, shard: shard)
     }
 
     /// This scope with its weight matrices marked int8-eligible: the architecture's quantization
     /// rule (which matrices `--quantize int8` and `flamingo quantize` turn into int8 blocks).
-    public func int8Eligible() -> WeightScope { WeightScope(store: store, prefix: prefix, int8: true) }
+    public func int8Eligible() -> WeightScope { WeightScope(store: store, prefix: prefix, int8: true, shard: shard) }
+
+    /// This scope split over a tensor-parallel group (nil: whole).
+    public func sharded(_ shard: TensorShard?) -> WeightScope { WeightScope(store: store, prefix: prefix, int8: int8, shard: shard) }
 
     public func take(_ key: String, shape: [Int]) throws -> Tensor {
         try store.take(prefix + key, shape: shape)

@@ -39,10 +39,11 @@ public struct Idefics: VisionLanguageModel {
         self.embedding = parts.embedding ? embedding : nil
         // Layers and blocks are int8 when quantized; the vision side and embeddings keep their dtype.
         let int8 = root.int8Eligible()
+        let layers = int8.sharded(parts.shard)  // a tensor-parallel rank holds its share of each layer and block
         language = try LanguageModel(
             layers: parts.layers, layerCount: text.layerCount, decoder: config.decoder, crossAttention: config.crossAttention,
-            placement: config.placement, layerScope: { int8.scope(IdeficsWeightMap.layers, $0) },
-            blockScope: { int8.scope(IdeficsWeightMap.crossAttentionLayers, $0) }, progress: progress)
+            placement: config.placement, layerScope: { layers.scope(IdeficsWeightMap.layers, $0) },
+            blockScope: { layers.scope(IdeficsWeightMap.crossAttentionLayers, $0) }, progress: progress)
         head = parts.outputHead
             ? try OutputHead(int8, norm: IdeficsWeightMap.finalNorm, head: IdeficsWeightMap.head, vocabSize: text.vocabSize,
                              additionalVocabSize: text.additionalVocabSize, width: text.hiddenSize, eps: text.rmsNormEps,
