@@ -38,6 +38,9 @@ struct ProfileCommand: AsyncParsableCommand {
     @Option(help: "Timed runs per figure (the median is kept).")
     var repeats: Int = 3
 
+    @Option(name: .customLong("shared-host-ranks"), help: "Also measure how up to this many ranks on this one machine slow each other down (for `simulate --shared-host`).")
+    var sharedHostRanks: Int = 0
+
     @Option(help: "Compute threads (default: this node's share of the cores).")
     var threads: Int?
 
@@ -118,6 +121,10 @@ struct ProfileCommand: AsyncParsableCommand {
                 link = try LinkProfile.measure(transport: mpi, log: log)
             }
             var calibration = try profiler.measure()
+            if sharedHostRanks > 1 {
+                log("\(sharedHostRanks) ranks sharing this machine: decode steps on 1...\(sharedHostRanks) threads at once...")
+                calibration.sharedHostSlowdown = try profiler.sharedHostSlowdown(ranks: sharedHostRanks)
+            }
             calibration.rankSpeeds = speeds
             calibration.link = link
             try calibration.write(to: URL(fileURLWithPath: out))

@@ -67,6 +67,9 @@ struct SimulateCommand: AsyncParsableCommand {
     @Flag(name: .customLong("wire-bf16"), help: "Activations as bf16 on the wire.")
     var wireBF16 = false
 
+    @Flag(name: .customLong("shared-host"), help: "Every rank on this one machine, sharing its cores and memory bandwidth (the calibration's measured slowdown), as in the netns sweeps.")
+    var sharedHost = false
+
     @Flag(help: "Print one JSON object.")
     var json = false
 
@@ -110,6 +113,12 @@ struct SimulateCommand: AsyncParsableCommand {
             setup.imagesPerRequest = images
             setup.rankSpeeds = speeds
             setup.wireBytesPerValue = wireBF16 ? 2 : 4
+            if sharedHost {
+                guard let slowdown = cal.sharedHostSlowdown else {
+                    throw ValidationError("--shared-host: \(calibration) has no shared-host figures (profile with --shared-host-ranks N)")
+                }
+                setup.sharedHostSlowdown = slowdown
+            }
             let result = try simulate(setup, calibration: cal, shape: shape)
             if json {
                 print(String(decoding: try jsonData(result, pretty: false, snakeCase: true), as: UTF8.self))

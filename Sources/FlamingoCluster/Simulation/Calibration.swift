@@ -138,8 +138,14 @@ public struct Calibration: Codable, Sendable, Equatable {
     /// KV cache bytes per token per decoder layer, and per image per cross-attention block.
     public var cacheBytesPerTokenPerLayer: Int
     public var cacheBytesPerImagePerBlock: Int
+    /// What the parts' measured times were multiplied by so they add up to the same parts run in
+    /// sequence (embeddings, layers, head: decode and prefill steps).
+    public var sequenceScale: Double
     /// Relative speed of each rank (rank order) when profiled under mpirun.
     public var rankSpeeds: [Double]?
+    /// k ranks computing at once on this one machine each run this many times slower (k = 1...),
+    /// when profiled with `--shared-host-ranks`.
+    public var sharedHostSlowdown: [Double]?
     /// The link between ranks, when profiled under mpirun.
     public var link: LinkCost?
 
@@ -147,7 +153,8 @@ public struct Calibration: Codable, Sendable, Equatable {
                 visualTokensPerImage: Int, visualTokenWidth: Int, pixelBytesPerImage: Int, decoderLayer: StepCost,
                 crossAttentionBlock: StepCost, outputHead: StepCost, visionSecondsPerImage: Double,
                 imageAttachSecondsPerBlock: Double, cacheBytesPerTokenPerLayer: Int, cacheBytesPerImagePerBlock: Int,
-                rankSpeeds: [Double]? = nil, link: LinkCost? = nil) {
+                sequenceScale: Double = 1, rankSpeeds: [Double]? = nil, link: LinkCost? = nil) {
+        self.sequenceScale = sequenceScale
         self.model = model
         self.dtype = dtype
         self.machine = machine

@@ -27,6 +27,10 @@ public struct SimulationSetup: Sendable {
     public var rankSpeeds: [Double]?
     /// Bytes per value of activations on the wire (4: f32, 2: `--wire-bf16`).
     public var wireBytesPerValue = 4
+    /// All ranks on one machine, sharing its cores and memory bandwidth: with k ranks computing
+    /// at once each runs `sharedHostSlowdown[k-1]` times slower than alone (measured by
+    /// `flamingo profile`). Nil: each rank on a machine of its own.
+    public var sharedHostSlowdown: [Double]?
 
     public init(plan: PipelinePlan, link: LinkCost) {
         self.plan = plan
@@ -97,6 +101,11 @@ struct PipelineSimulator {
         var queue: [Message] = []
         var busy = false
         var busySeconds = 0.0
+        /// The message being handled, and its work left in seconds at full speed.
+        var current: Message?
+        var remaining = 0.0
+        /// Bumped when its completion is rescheduled (older `done` events are stale).
+        var version = 0
         /// When its outgoing link is free again.
         var linkFree = 0.0
         var bytesSent = 0
@@ -110,7 +119,7 @@ struct PipelineSimulator {
 
     enum EventKind {
         case arrive(rank: Int, Message)
-        case done(rank: Int, Message)
+        case done(rank: Int, version: Int)
         case submit(client: Int)
     }
 
@@ -172,10 +181,14 @@ struct PipelineSimulator {
             case .arrive(let rank, let message):
                 ranks[rank].queue.append(message)
                 startNext(rank)
-            case .done(let rank, let message):
-                try finish(message, at: rank)
+            case .done(let rank, let version):
+                guard ranks[rank].busy, ranks[rank].version == version, let message = ranks[rank].current else { continue }
+                shareProgress()
                 ranks[rank].busy = false
+                ranks[rank].current = nil
+                try finish(message, at: rank)
                 startNext(rank)
+                rescheduleShared()
             }
             // A client whose request finished sends its next one at once.
             let ready = clock.finishedClients
@@ -251,9 +264,53 @@ struct PipelineSimulator {
         guard !ranks[rank].busy, !ranks[rank].queue.isEmpty else { return }
         let message = ranks[rank].queue.removeFirst()
         let seconds = cost(of: message, at: rank)
+        shareProgress()
         ranks[rank].busy = true
-        ranks[rank].busySeconds += seconds
-        schedule(at: clock.now + seconds, .done(rank: rank, message))
+        ranks[rank].current = message
+        ranks[rank].remaining = seconds
+        ranks[rank].version += 1
+        if setup.sharedHostSlowdown == nil {
+            ranks[rank].busySeconds += seconds
+            schedule(at: clock.now + seconds, .done(rank: rank, version: ranks[rank].version))
+        } else {
+            rescheduleShared()
+        }
+    }
+
+    // MARK: Ranks sharing one machine (processor sharing)
+
+    private var sharedUpTo = 0.0
+
+    /// How much slower each computing rank runs now (a tensor-parallel stage counts its ranks).
+    private func sharedSlowdown() -> Double {
+        guard let table = setup.sharedHostSlowdown, !table.isEmpty else { return 1 }
+        let k = ranks.indices.filter { ranks[$0].busy && ranks[$0].remaining > 0 }
+            .reduce(0) { $0 + max(1, plan.stages[$1].tensorParallelSize) }
+        guard k > 0 else { return 1 }
+        return k <= table.count ? table[k - 1] : table[table.count - 1] * Double(k) / Double(table.count)
+    }
+
+    /// Brings the computing ranks' work left up to now, at the rate they shared since the last change.
+    private mutating func shareProgress() {
+        guard setup.sharedHostSlowdown != nil else { return }
+        let elapsed = clock.now - sharedUpTo
+        sharedUpTo = clock.now
+        guard elapsed > 0 else { return }
+        let rate = 1 / sharedSlowdown()
+        for r in ranks.indices where ranks[r].busy {
+            if ranks[r].remaining > 0 { ranks[r].busySeconds += elapsed }
+            ranks[r].remaining -= elapsed * rate
+        }
+    }
+
+    /// After the set of computing ranks changed: when each will finish at the new shared rate.
+    private mutating func rescheduleShared() {
+        guard setup.sharedHostSlowdown != nil else { return }
+        let slowdown = sharedSlowdown()
+        for r in ranks.indices where ranks[r].busy {
+            ranks[r].version += 1
+            schedule(at: clock.now + max(0, ranks[r].remaining) * slowdown, .done(rank: r, version: ranks[r].version))
+        }
     }
 
     // MARK: What a rank does

@@ -1,12 +1,13 @@
 import FlamingoCore
 import FlamingoModel
 import Foundation
+import Synchronization
 
 /// Measures a model's parts on this machine (`flamingo profile`): each part is loaded alone (one
 /// decoder layer, one layer with its cross-attention block, the head, the vision stage) from the
 /// model's own weights or synthetic ones, and timed on steps of several sizes, as the pipeline
 /// runs them (several sequences of one token each, and one decode step at a long context for the
-/// attention cost). Each figure is the median of at least `repeats` runs (more for short ones) after a warm-up run.
+/// attention cost). Each figure is the mean of at least `repeats` runs (more for short ones) after a warm-up run.
 public struct Profiler {
     public let configuration: any ModelConfiguration
     public let weights: WeightStore
@@ -17,6 +18,8 @@ public struct Profiler {
     /// Cached tokens per sequence for the attention cost.
     public var context = 256
     public var repeats = 3
+    /// Measure how k = 1...n ranks on this one machine slow each other down (0: do not).
+    public var sharedHostRanks = 0
     public var log: (String) -> Void = { _ in }
 
     public init(configuration: any ModelConfiguration, weights: WeightStore, name: String, dtype: String) {
@@ -26,7 +29,7 @@ public struct Profiler {
         self.dtype = dtype
     }
 
-    private func median(_ body: () -> Void) -> Double {
+    private func mean(_ body: () -> Void) -> Double {
         body()  // warm-up: first touch of mapped weights, scratch buffers
         // At least `repeats` runs, and more (up to 50) until they add up to 0.2 s: short steps are noisy.
         var times: [Double] = []
@@ -35,7 +38,8 @@ public struct Profiler {
             body()
             times.append((ContinuousClock.now - start).seconds)
         }
-        return times.sorted()[times.count / 2]
+        // The mean, not the median: a pipeline pays for the slow steps too.
+        return times.reduce(0, +) / Double(times.count)
     }
 
     private func load(_ parts: ModelParts) throws -> any VisionLanguageModel {
@@ -56,7 +60,7 @@ public struct Profiler {
             }
             let slices = (0..<t).map { SequenceSlice(rows: $0..<($0 + 1), imageIndex: [image == nil ? nil : 0]) }
             let h = Tensor(Array(repeating: 0.01, count: t * width), shape: [t, width])
-            return median {
+            return mean {
                 var x = h
                 model.forward(&x, slices: slices, caches: &caches)
             }
@@ -75,7 +79,7 @@ public struct Profiler {
         }
         let slices = (0..<batch).map { SequenceSlice(rows: $0..<($0 + 1), imageIndex: [nil]) }
         let h = Tensor(Array(repeating: 0.01, count: batch * width), shape: [batch, width])
-        let long = median {
+        let long = mean {
             var x = h
             model.forward(&x, slices: slices, caches: &caches)
         }
@@ -109,7 +113,7 @@ public struct Profiler {
         if let crossLayer {
             let cross = try load(only(layer: crossLayer))
             log("layer \(crossLayer) with its cross-attention block: attach, steps of \(steps) tokens...")
-            attach = median {
+            attach = mean {
                 var c = cross.makeCache()
                 cross.attachImage(image, to: &c)
             }
@@ -126,14 +130,61 @@ public struct Profiler {
         let head = try load(ModelParts(vision: false, embedding: false, layers: 0..<0, outputHead: true))
         let headCurve = stepTokens.map { t in
             let h = Tensor(Array(repeating: 0.01, count: t * width), shape: [t, width])
-            return median { _ = head.logits(h) }
+            return mean { _ = head.logits(h) }
         }
 
         log("vision encoder + resampler: one image...")
         let vision = try load(ModelParts(vision: true, embedding: false, layers: 0..<0, outputHead: false))
         let s = config.imageSize
         let pixels = Tensor((0..<(3 * s * s)).map { Float($0 % 255) / 255 - 0.5 }, shape: [3, s, s])
-        let visionSeconds = median { _ = vision.visualTokens(pixels: pixels) }
+        let visionSeconds = mean { _ = vision.visualTokens(pixels: pixels) }
+
+        // The parts in sequence, as a stage runs them: embeddings, the first layers, the head. Each
+        // part timed alone over and over runs faster than in a real step (caches, prefetch, the
+        // weights of the other parts in between): the parts' costs are scaled so they add up to
+        // these measured steps (decode of 1 and 8 sequences, a prefill of 32 tokens).
+        let m = min(layers, 4)
+        log("embeddings + layers 0-\(m - 1) + head in sequence: decode and prefill steps...")
+        let stack = try load(ModelParts(vision: false, embedding: true, layers: 0..<m, outputHead: true))
+        let blocksInStack = Double((0..<m).filter(config.crossAttends).count)
+        let curves = (decoder: StepCost(tokens: stepTokens, seconds: decoderCurve, secondsPerAttendedPair: slope),
+                      block: StepCost(tokens: stepTokens, seconds: blockCurve), head: StepCost(tokens: stepTokens, seconds: headCurve))
+        func predicted(tokens: Int, rows: Int, pairs: Double) -> Double {
+            Double(m) * curves.decoder.seconds(tokens: tokens, attendedPairs: pairs) + blocksInStack * curves.block.seconds(tokens: tokens)
+                + curves.head.seconds(tokens: rows)
+        }
+        var factors: [Double] = []
+        let token = min(5, config.language.vocabularySize - 1)
+        for batch in [1, 8] {
+            var caches = (0..<batch).map { _ -> SequenceCache in
+                var c = stack.makeCache()
+                if crossLayer != nil { stack.attachImage(image, to: &c) }
+                return c
+            }
+            let index: Int? = crossLayer == nil ? nil : 0
+            let slices = (0..<batch).map { SequenceSlice(rows: $0..<($0 + 1), imageIndex: [index]) }
+            let seconds = mean {
+                var h = stack.embed(Array(repeating: token, count: batch))
+                stack.forward(&h, slices: slices, caches: &caches)
+                _ = stack.logits(h)
+            }
+            let context = Double(caches[0].length)
+            factors.append(seconds / predicted(tokens: batch, rows: batch, pairs: Double(batch) * context))
+        }
+        let promptLength = 32
+        let prefill = mean {
+            var c = stack.makeCache()
+            if crossLayer != nil { stack.attachImage(image, to: &c) }
+            var h = stack.embed(Array(repeating: token, count: promptLength))
+            var caches = [c]
+            let index: [Int?] = Array(repeating: crossLayer == nil ? nil : 0, count: promptLength)
+            stack.forward(&h, slices: [SequenceSlice(rows: 0..<promptLength, imageIndex: index)], caches: &caches)
+            _ = stack.logits(h.rows((promptLength - 1)..<promptLength))
+        } - (crossLayer == nil ? 0 : attach * blocksInStack)
+        factors.append(prefill / predicted(tokens: promptLength, rows: 1, pairs: Double(promptLength * (promptLength + 1) / 2)))
+        let scale = factors.sorted()[1]
+        log(String(format: "in sequence the parts take %@ of their times alone: scaling by %.3f",
+                   factors.map { String(format: "%.3f", $0) }.joined(separator: ", "), scale))
 
         let cpu = CPUFeatures.current
         let simd = cpu.flags.filter { ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni", "neon", "asimd"].contains($0) }
@@ -143,11 +194,52 @@ public struct Profiler {
             hiddenSize: width, vocabularySize: config.language.vocabularySize,
             visualTokensPerImage: config.visualTokensPerImage, visualTokenWidth: config.visualTokenWidth,
             pixelBytesPerImage: 3 * s * s * 4,
-            decoderLayer: StepCost(tokens: stepTokens, seconds: decoderCurve, secondsPerAttendedPair: slope),
-            crossAttentionBlock: StepCost(tokens: stepTokens, seconds: blockCurve),
-            outputHead: StepCost(tokens: stepTokens, seconds: headCurve),
+            decoderLayer: StepCost(tokens: stepTokens, seconds: decoderCurve.map { $0 * scale }, secondsPerAttendedPair: slope * scale),
+            crossAttentionBlock: StepCost(tokens: stepTokens, seconds: blockCurve.map { $0 * scale }),
+            outputHead: StepCost(tokens: stepTokens, seconds: headCurve.map { $0 * scale }),
             visionSecondsPerImage: visionSeconds, imageAttachSecondsPerBlock: attach,
-            cacheBytesPerTokenPerLayer: cachePerToken, cacheBytesPerImagePerBlock: imageCache)
+            cacheBytesPerTokenPerLayer: cachePerToken, cacheBytesPerImagePerBlock: imageCache, sequenceScale: scale)
+    }
+
+    /// k ranks computing at once on this machine: k threads each decode steps of one token on a
+    /// decoder layer of its own (distinct weights, as distinct ranks stream), at this profile's
+    /// thread count each; the slowdown of their median step against one alone, for k = 1...n.
+    public func sharedHostSlowdown(ranks n: Int) throws -> [Double] {
+        let config = configuration
+        let layers = (0..<config.language.layerCount).filter { !config.crossAttends(layer: $0) }
+        let pool = layers.isEmpty ? Array(0..<config.language.layerCount) : layers
+        let models = try (0..<n).map { try load(only(layer: pool[$0 % pool.count])) }
+        let width = config.language.hiddenSize
+        let h = Tensor(Array(repeating: 0.01, count: width), shape: [1, width])
+        let steps = 40
+        func run(_ k: Int) -> Double {
+            let medians = Mutex([Double](repeating: 0, count: k))
+            // One OS thread each (as ranks are processes), not a pool capped at the core count.
+            let done = DispatchGroup()
+            for i in 0..<k {
+                done.enter()
+                Thread {
+                let model = models[i]
+                var caches = [model.makeCache()]
+                let slices = [SequenceSlice(rows: 0..<1, imageIndex: [nil])]
+                var times: [Double] = []
+                for _ in 0..<steps {
+                    let start = ContinuousClock.now
+                    var x = h
+                    model.forward(&x, slices: slices, caches: &caches)
+                    times.append((ContinuousClock.now - start).seconds)
+                }
+                let sorted = times.dropFirst(5).sorted()
+                medians.withLock { $0[i] = sorted[sorted.count / 2] }
+                done.leave()
+                }.start()
+            }
+            done.wait()
+            let m = medians.withLock { $0 }
+            return m.reduce(0, +) / Double(k)
+        }
+        let alone = run(1)
+        return (1...n).map { k in k == 1 ? 1 : run(k) / alone }
     }
 
     /// This rank's speed probe: one decode step of one token on one decoder layer (median).

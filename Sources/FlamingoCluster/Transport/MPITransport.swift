@@ -25,6 +25,12 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
     }
     private let outbox = Mutex<[(target: Int, item: Outgoing)]>([])
     private let collectives = CollectiveInbox()
+    /// Signalled by every send: the communication thread's idle wait ends at once (a message
+    /// waits for the thread to post it, so an idle thread must not sleep through it).
+    private let outgoing = DispatchSemaphore(value: 0)
+    /// Longest idle wait between polls for incoming messages (MPI has no wake-up on arrival):
+    /// a bound on the latency an idle rank adds to each message it receives.
+    private static let longestIdleWait: UInt32 = 250
     private let inbox = Inbox<Result<Message, TransportError>>()
     private let stats = Mutex(TransportCounters())
     private let running = Atomic<Bool>(true)
@@ -89,12 +95,14 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
         message.sourceRank = UInt32(rank)
         pendingSends.add(1, ordering: .relaxed)
         outbox.withLock { $0.append((target, .message(message))) }
+        outgoing.signal()
     }
 
     public func sendCollective(_ bytes: [UInt8], to target: Int) throws(TransportError) {
         guard running.load(ordering: .relaxed) else { throw .closed }
         pendingSends.add(1, ordering: .relaxed)
         outbox.withLock { $0.append((target, .collective(bytes))) }
+        outgoing.signal()
     }
 
     public func receiveCollective(from source: Int, timeout: Duration) throws(TransportError) -> [UInt8]? {
@@ -287,11 +295,11 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
                 // Wake when the next delayed message is due (the delay is the experiment: keep it exact).
                 let wait = delayed[delayedHead].due - ContinuousClock.now
                 let us = max(0, wait.components.seconds * 1_000_000 + wait.components.attoseconds / 1_000_000_000_000)
-                usleep(UInt32(min(Int64(idleSleep), us)))
-                idleSleep = min(idleSleep * 2, 2000)
+                _ = outgoing.wait(timeout: .now() + .microseconds(Int(min(Int64(idleSleep), us))))
+                idleSleep = min(idleSleep * 2, Self.longestIdleWait)
             } else {
-                usleep(idleSleep)
-                idleSleep = min(idleSleep * 2, 2000)
+                _ = outgoing.wait(timeout: .now() + .microseconds(Int(idleSleep)))
+                idleSleep = min(idleSleep * 2, Self.longestIdleWait)
             }
         }
         finished.lock()
