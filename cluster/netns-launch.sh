@@ -83,6 +83,10 @@ fi
 
 [ "$(id -u)" -eq 0 ] || { echo "netns-launch: needs root (ip netns)" >&2; exit 1; }
 command -v ip >/dev/null || { echo "netns-launch: needs iproute2" >&2; exit 1; }
+# One launch at a time on this machine: the hosts, the bridge and the cgroups have fixed names
+# (concurrent launches, e.g. parallel tests, wait here for the one before to clean up).
+exec 9> /run/lock/flamingo-netns-launch.lock
+flock 9
 [ -z "$rate" ] || command -v tc >/dev/null || { echo "netns-launch: --rate needs tc (iproute2)" >&2; exit 1; }
 cgparent=""
 if [ -n "$memcap" ]; then

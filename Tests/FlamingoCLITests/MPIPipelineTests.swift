@@ -348,3 +348,43 @@ func aTensorParallelLayoutThatDoesNotDivideIsRefused() throws {
     #expect(heads.status != 0)
     #expect(heads.stderr.contains("do not split over 3 ranks"), "\(heads.stderr)")
 }
+
+// MARK: - The scaling sweep, smoke configuration
+
+/// `scripts/scaling/sweep --smoke`: real runs over netns hosts with a shaped link, the simulator
+/// on each, a CSV and the PNG plots. Checks that it all runs and writes sane rows (not the
+/// simulator's accuracy: that is timing, reported by the full sweep in docs/scaling.md).
+@Test(.enabled(if: MPI.available))
+func scalingSweepSmokeWritesItsTableAndPlots() throws {
+    if let reason = netnsUnavailableReason {
+        print("skipping the scaling sweep smoke run: \(reason)")
+        return
+    }
+    let out = tempPath("sweep")
+    defer { try? FileManager.default.removeItem(atPath: out) }
+    var env = MPI.environment
+    env["FLAMINGO_BIN"] = CLI.binary
+    env["OPENBLAS_CORETYPE"] = "Haswell"
+    let script = CLI.repo.appendingPathComponent("scripts/scaling/sweep").path
+    let r = try CLI.run(["--smoke", "--out", out], environment: env, timeout: 600, executable: script)
+    #expect(r.status == 0, "\(r.stderr)")
+    guard r.status == 0 else { return }
+    let rows = try String(contentsOfFile: out + "/sweep.csv", encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
+    #expect(rows.count == 4, "header and 3 points: \(rows)")
+    let header = rows[0]
+    for row in rows.dropFirst() {
+        #expect(row.count == header.count)
+        func value(_ name: String) -> Double { Double(row[header.firstIndex(of: name)!]) ?? .nan }
+        for name in ["measured_tokens_per_second", "simulated_tokens_per_second", "measured_per_token_seconds",
+                     "simulated_per_token_seconds", "measured_ttft_seconds", "simulated_ttft_seconds"] {
+            #expect(value(name) > 0 && value(name).isFinite, "\(name) in \(row)")
+        }
+        for name in ["measured_bubble", "simulated_bubble"] { #expect((0...1).contains(value(name)), "\(name) in \(row)") }
+    }
+    #expect(Set(rows.dropFirst().map { $0[1] }) == ["single", "pp", "tp"])
+    for plot in ["throughput-vs-ranks", "latency-vs-ranks", "bubble-vs-microbatches", "measured-vs-predicted"] {
+        let data = FileManager.default.contents(atPath: "\(out)/\(plot).png") ?? Data()
+        #expect(data.starts(with: [0x89, 0x50, 0x4E, 0x47]), "\(plot).png is not a PNG")
+    }
+    #expect(r.stderr.contains("simulator throughput error over 3 measured points"))
+}

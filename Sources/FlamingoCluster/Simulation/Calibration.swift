@@ -138,9 +138,9 @@ public struct Calibration: Codable, Sendable, Equatable {
     /// KV cache bytes per token per decoder layer, and per image per cross-attention block.
     public var cacheBytesPerTokenPerLayer: Int
     public var cacheBytesPerImagePerBlock: Int
-    /// What the parts' measured times were multiplied by so they add up to the same parts run in
-    /// sequence (embeddings, layers, head: decode and prefill steps).
-    public var sequenceScale: Double
+    /// What the parts' measured times were multiplied by, per step size, so they add up to the same
+    /// parts run in sequence (embeddings, layers, head: decode and prefill steps).
+    public var sequenceScale: [Double]
     /// Relative speed of each rank (rank order) when profiled under mpirun.
     public var rankSpeeds: [Double]?
     /// k ranks computing at once on this one machine each run this many times slower (k = 1...),
@@ -153,7 +153,7 @@ public struct Calibration: Codable, Sendable, Equatable {
                 visualTokensPerImage: Int, visualTokenWidth: Int, pixelBytesPerImage: Int, decoderLayer: StepCost,
                 crossAttentionBlock: StepCost, outputHead: StepCost, visionSecondsPerImage: Double,
                 imageAttachSecondsPerBlock: Double, cacheBytesPerTokenPerLayer: Int, cacheBytesPerImagePerBlock: Int,
-                sequenceScale: Double = 1, rankSpeeds: [Double]? = nil, link: LinkCost? = nil) {
+                sequenceScale: [Double] = [], rankSpeeds: [Double]? = nil, link: LinkCost? = nil) {
         self.sequenceScale = sequenceScale
         self.model = model
         self.dtype = dtype

@@ -18,6 +18,8 @@ public struct Profiler {
     /// Cached tokens per sequence for the attention cost.
     public var context = 256
     public var repeats = 3
+    /// Each figure's runs add up to at least this long.
+    public var minimumSeconds = 0.5
     /// Measure how k = 1...n ranks on this one machine slow each other down (0: do not).
     public var sharedHostRanks = 0
     public var log: (String) -> Void = { _ in }
@@ -31,9 +33,10 @@ public struct Profiler {
 
     private func mean(_ body: () -> Void) -> Double {
         body()  // warm-up: first touch of mapped weights, scratch buffers
-        // At least `repeats` runs, and more (up to 50) until they add up to 0.2 s: short steps are noisy.
+        // At least `repeats` runs, and more (up to 200) until they add up to `minimumSeconds`: this
+        // machine's speed moves from moment to moment, so short measurements are noisy.
         var times: [Double] = []
-        while times.count < max(1, repeats) || (times.reduce(0, +) < 0.2 && times.count < 50) {
+        while times.count < max(1, repeats) || (times.reduce(0, +) < minimumSeconds && times.count < 200) {
             let start = ContinuousClock.now
             body()
             times.append((ContinuousClock.now - start).seconds)
@@ -139,11 +142,12 @@ public struct Profiler {
         let pixels = Tensor((0..<(3 * s * s)).map { Float($0 % 255) / 255 - 0.5 }, shape: [3, s, s])
         let visionSeconds = mean { _ = vision.visualTokens(pixels: pixels) }
 
-        // The parts in sequence, as a stage runs them: embeddings, the first layers, the head. Each
-        // part timed alone over and over runs faster than in a real step (caches, prefetch, the
-        // weights of the other parts in between): the parts' costs are scaled so they add up to
-        // these measured steps (decode of 1 and 8 sequences, a prefill of 32 tokens).
-        let m = min(layers, 4)
+        // The parts in sequence, as a stage runs them: embeddings, the layers, the head. A part timed
+        // alone over and over does not run as it does in a real step (caches, TLB reach, prefetch,
+        // the other parts' weights in between): the parts' costs are scaled so they add up to these
+        // measured steps (decode of 1 and 8 sequences, a prefill of 32 tokens), per step size. All
+        // the layers when their weights are a few GB (what one rank streams), else the first 4.
+        let m = width <= 4096 ? min(layers, 16) : min(layers, 2)
         log("embeddings + layers 0-\(m - 1) + head in sequence: decode and prefill steps...")
         let stack = try load(ModelParts(vision: false, embedding: true, layers: 0..<m, outputHead: true))
         let blocksInStack = Double((0..<m).filter(config.crossAttends).count)
@@ -182,9 +186,18 @@ public struct Profiler {
             _ = stack.logits(h.rows((promptLength - 1)..<promptLength))
         } - (crossLayer == nil ? 0 : attach * blocksInStack)
         factors.append(prefill / predicted(tokens: promptLength, rows: 1, pairs: Double(promptLength * (promptLength + 1) / 2)))
-        let scale = factors.sorted()[1]
-        log(String(format: "in sequence the parts take %@ of their times alone: scaling by %.3f",
-                   factors.map { String(format: "%.3f", $0) }.joined(separator: ", "), scale))
+        // Per step size: the 1-token decode's factor up to 1 token, the 8-sequence decode's at 8, the
+        // prefill's from 32 on, linear in log2(tokens) between.
+        func factor(_ t: Int) -> Double {
+            let x = log2(Double(t))
+            if x <= 0 { return factors[0] }
+            if x <= 3 { return factors[0] + (factors[1] - factors[0]) * x / 3 }
+            if x <= 5 { return factors[1] + (factors[2] - factors[1]) * (x - 3) / 2 }
+            return factors[2]
+        }
+        let scales = stepTokens.map(factor)
+        log(String(format: "in sequence (%d layers) the parts take %@ of their times alone (decode 1, decode 8, prefill 32)",
+                   m, factors.map { String(format: "%.3f", $0) }.joined(separator: ", ")))
 
         let cpu = CPUFeatures.current
         let simd = cpu.flags.filter { ["avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512dq", "avx512_bf16", "avx512_vnni", "neon", "asimd"].contains($0) }
@@ -194,11 +207,11 @@ public struct Profiler {
             hiddenSize: width, vocabularySize: config.language.vocabularySize,
             visualTokensPerImage: config.visualTokensPerImage, visualTokenWidth: config.visualTokenWidth,
             pixelBytesPerImage: 3 * s * s * 4,
-            decoderLayer: StepCost(tokens: stepTokens, seconds: decoderCurve.map { $0 * scale }, secondsPerAttendedPair: slope * scale),
-            crossAttentionBlock: StepCost(tokens: stepTokens, seconds: blockCurve.map { $0 * scale }),
-            outputHead: StepCost(tokens: stepTokens, seconds: headCurve.map { $0 * scale }),
+            decoderLayer: StepCost(tokens: stepTokens, seconds: zip(decoderCurve, scales).map { $0 * $1 }, secondsPerAttendedPair: slope),
+            crossAttentionBlock: StepCost(tokens: stepTokens, seconds: zip(blockCurve, scales).map { $0 * $1 }),
+            outputHead: StepCost(tokens: stepTokens, seconds: zip(headCurve, scales).map { $0 * $1 }),
             visionSecondsPerImage: visionSeconds, imageAttachSecondsPerBlock: attach,
-            cacheBytesPerTokenPerLayer: cachePerToken, cacheBytesPerImagePerBlock: imageCache, sequenceScale: scale)
+            cacheBytesPerTokenPerLayer: cachePerToken, cacheBytesPerImagePerBlock: imageCache, sequenceScale: scales)
     }
 
     /// k ranks computing at once on this machine: k threads each decode steps of one token on a
@@ -211,35 +224,53 @@ public struct Profiler {
         let models = try (0..<n).map { try load(only(layer: pool[$0 % pool.count])) }
         let width = config.language.hiddenSize
         let h = Tensor(Array(repeating: 0.01, count: width), shape: [1, width])
-        let steps = 40
+        /// Mean step time of k threads decoding at once: they start together and only steps
+        /// begun while all of them run (0.1 s after the start to 0.1 s before the end) count.
         func run(_ k: Int) -> Double {
-            let medians = Mutex([Double](repeating: 0, count: k))
-            // One OS thread each (as ranks are processes), not a pool capped at the core count.
-            let done = DispatchGroup()
+            let window = (from: 0.1, to: 0.7, end: 0.8)
+            let means = Mutex([Double](repeating: 0, count: k))
+            let ready = DispatchGroup(), done = DispatchGroup()
+            let go = DispatchSemaphore(value: 0)
             for i in 0..<k {
+                ready.enter()
                 done.enter()
+                // One OS thread each (as ranks are processes), not a pool capped at the core count.
                 Thread {
-                let model = models[i]
-                var caches = [model.makeCache()]
-                let slices = [SequenceSlice(rows: 0..<1, imageIndex: [nil])]
-                var times: [Double] = []
-                for _ in 0..<steps {
-                    let start = ContinuousClock.now
-                    var x = h
-                    model.forward(&x, slices: slices, caches: &caches)
-                    times.append((ContinuousClock.now - start).seconds)
-                }
-                let sorted = times.dropFirst(5).sorted()
-                medians.withLock { $0[i] = sorted[sorted.count / 2] }
-                done.leave()
+                    let model = models[i]
+                    var caches = [model.makeCache()]
+                    let slices = [SequenceSlice(rows: 0..<1, imageIndex: [nil])]
+                    ready.leave()
+                    go.wait()
+                    let started = ContinuousClock.now
+                    var counted: [Double] = []
+                    while true {
+                        let t0 = ContinuousClock.now
+                        let since = (t0 - started).seconds
+                        if since >= window.end { break }
+                        var x = h
+                        model.forward(&x, slices: slices, caches: &caches)
+                        if since >= window.from && since < window.to { counted.append((ContinuousClock.now - t0).seconds) }
+                        if caches[0].length > 512 { caches = [model.makeCache()] }  // keep the context short
+                    }
+                    means.withLock { $0[i] = counted.isEmpty ? .nan : counted.reduce(0, +) / Double(counted.count) }
+                    done.leave()
                 }.start()
             }
+            ready.wait()
+            for _ in 0..<k { go.signal() }
             done.wait()
-            let m = medians.withLock { $0 }
-            return m.reduce(0, +) / Double(k)
+            let m = means.withLock { $0 }.filter { !$0.isNaN }
+            return m.reduce(0, +) / Double(max(1, m.count))
         }
-        let alone = run(1)
-        return (1...n).map { k in k == 1 ? 1 : run(k) / alone }
+        // Twice over, alone measured next to each: this machine's memory bandwidth moves between runs.
+        var slowdown = [Double](repeating: 0, count: n)
+        for _ in 0..<2 {
+            for k in 1...n {
+                let alone = run(1)
+                slowdown[k - 1] += (k == 1 ? 1 : run(k) / alone) / 2
+            }
+        }
+        return slowdown
     }
 
     /// This rank's speed probe: one decode step of one token on one decoder layer (median).
