@@ -15,6 +15,10 @@ if [ -n "${FLAMINGO_NETNS_CGROUP_PARENT:-}" ]; then
     cg="$FLAMINGO_NETNS_CGROUP_PARENT/flamingo-$host"
     echo $$ > "$cg/cgroup.procs" || { echo "netns-agent: cannot join memory cgroup $cg" >&2; exit 1; }
 fi
+# With --cpu-cap, FLAMINGO_NETNS_CPU_PARENT holds a cpu cgroup per capped host: join it too.
+if [ -n "${FLAMINGO_NETNS_CPU_PARENT:-}" ] && [ -d "$FLAMINGO_NETNS_CPU_PARENT/flamingo-$host" ]; then
+    echo $$ > "$FLAMINGO_NETNS_CPU_PARENT/flamingo-$host/cgroup.procs" || { echo "netns-agent: cannot join cpu cgroup" >&2; exit 1; }
+fi
 # `ip netns exec` gives the namespace a fresh /sys without the cgroup mounts: mount the memory
 # controller again there (in the namespace's own mount namespace), so a rank sees its host's limit
 # at /sys/fs/cgroup/memory as it would on a real host, container or Slurm node.

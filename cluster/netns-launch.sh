@@ -23,17 +23,19 @@
 # Prints mpirun's output; exits with its status.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-usage="usage: netns-launch.sh [--rate RATE] [--mem-cap BYTES] HOSTS -- command..."
+usage="usage: netns-launch.sh [--rate RATE] [--mem-cap BYTES] [--cpu-cap HOST=FRACTION ...] HOSTS -- command..."
 die() { echo "netns-launch: $*" >&2; exit 2; }
 
 rate=""
 memcap=""
+cpucaps=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --rate) [ $# -ge 2 ] || die "--rate needs a value"; rate=$2; shift 2 ;;
         --rate=*) rate=${1#--rate=}; shift ;;
         --mem-cap) [ $# -ge 2 ] || die "--mem-cap needs a value"; memcap=$2; shift 2 ;;
         --mem-cap=*) memcap=${1#--mem-cap=}; shift ;;
+        --cpu-cap) [ $# -ge 2 ] || die "--cpu-cap needs HOST=FRACTION"; cpucaps+=("$2"); shift 2 ;;
         -h|--help) echo "$usage"; exit 0 ;;
         --) die "$usage" ;;
         -*) die "unknown option '$1'; $usage" ;;
@@ -98,6 +100,26 @@ if [ -n "$memcap" ]; then
     [ -d "$cgparent" ] || { echo "netns-launch: cannot find own memory cgroup $cgparent" >&2; exit 1; }
 fi
 
+# --cpu-cap I=F: host fhI gets F of one core (a cgroup v1 cpu quota: F x 100 ms per 100 ms), a
+# slower machine for experiments (e.g. a rank the planner should give less work).
+cpuparent=""
+if [ ${#cpucaps[@]} -gt 0 ]; then
+    cpuroot=/sys/fs/cgroup/cpu
+    [ -f "$cpuroot/cgroup.procs" ] || { echo "netns-launch: --cpu-cap needs the cgroup v1 cpu controller at $cpuroot" >&2; exit 1; }
+    own=$(awk -F: '$2 ~ /(^|,)cpu(,|$)/ { print $3 }' /proc/self/cgroup)
+    cpuparent="$cpuroot${own%/}"
+    for c in "${cpucaps[@]}"; do
+        case "$c" in [0-9]*=[0-9.]*) ;; *) die "--cpu-cap: '$c' is not HOST=FRACTION (e.g. 3=0.5)" ;; esac
+        [ "${c%%=*}" -ge 1 ] && [ "${c%%=*}" -le "$hosts" ] || die "--cpu-cap: host ${c%%=*} is not one of 1..$hosts"
+    done
+fi
+cpu_remove() {
+    local cg=$cpuparent/flamingo-fh$1
+    [ -d "$cg" ] || return 0
+    local n=0; while [ -s "$cg/cgroup.procs" ] && [ $n -lt 100 ]; do sleep 0.1; n=$((n + 1)); done
+    rmdir "$cg" 2>/dev/null || echo "netns-launch: could not remove cgroup $cg" >&2
+}
+
 bridge=fhbr0
 tag="# flamingo-netns"
 cg_of() { echo "$cgparent/flamingo-fh$1"; }
@@ -120,6 +142,7 @@ cleanup() {
         ip netns del "fh$i" 2>/dev/null || true
         ip link del "fhv$i" 2>/dev/null || true
         [ -z "$cgparent" ] || cg_remove "$i"
+        [ -z "$cpuparent" ] || cpu_remove "$i"
     done
     ip link del "$bridge" 2>/dev/null || true
     if grep -q "$tag" /etc/hosts 2>/dev/null; then
@@ -176,6 +199,13 @@ for i in $(seq 1 "$hosts"); do
     fi
     echo "198.18.0.1$i $ns $tag" >> /etc/hosts
 done
+for c in "${cpucaps[@]}"; do
+    cg=$cpuparent/flamingo-fh${c%%=*}
+    mkdir -p "$cg"
+    echo 100000 > "$cg/cpu.cfs_period_us"
+    awk -v f="${c#*=}" 'BEGIN { printf "%d\n", f * 100000 }' > "$cg/cpu.cfs_quota_us"
+done
+if [ -n "$cpuparent" ]; then export FLAMINGO_NETNS_CPU_PARENT="$cpuparent"; else unset FLAMINGO_NETNS_CPU_PARENT; fi
 # netns-agent.sh puts what it starts in host fhN into $FLAMINGO_NETNS_CGROUP_PARENT/flamingo-fhN.
 if [ -n "$cgparent" ]; then export FLAMINGO_NETNS_CGROUP_PARENT="$cgparent"; else unset FLAMINGO_NETNS_CGROUP_PARENT; fi
 

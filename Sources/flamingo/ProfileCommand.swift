@@ -41,6 +41,9 @@ struct ProfileCommand: AsyncParsableCommand {
     @Option(name: .customLong("shared-host-ranks"), help: "Also measure how up to this many ranks on this one machine slow each other down (for `simulate --shared-host`).")
     var sharedHostRanks: Int = 0
 
+    @Option(name: .customLong("shared-host-only"), help: "Only measure the shared-host figures again and write them into this calibration (with --shared-host-ranks): this machine's memory bandwidth moves, so a sweep takes them right before each run.")
+    var sharedHostOnly: String?
+
     @Option(help: "Compute threads (default: this node's share of the cores).")
     var threads: Int?
 
@@ -89,6 +92,18 @@ struct ProfileCommand: AsyncParsableCommand {
             profiler.repeats = repeats
             profiler.log = log
 
+            if let path = sharedHostOnly {
+                guard sharedHostRanks > 1 else { throw ValidationError("--shared-host-only needs --shared-host-ranks N (N >= 2)") }
+                defer { mpi?.finalize() }
+                var calibration = try Calibration.read(URL(fileURLWithPath: path))
+                let shared = try profiler.sharedHostSlowdown(ranks: sharedHostRanks, rounds: 1)
+                calibration.sharedHostSlowdown = shared.slowdown
+                calibration.singleRankStreamGBps = shared.singleGBps
+                calibration.machineReadGBps = shared.machineGBps
+                try calibration.write(to: URL(fileURLWithPath: out))
+                log(String(format: "%d ranks at once run %.2fx slower than one alone; wrote %@", min(sharedHostRanks, ProcessInfo.processInfo.activeProcessorCount), shared.slowdown[min(sharedHostRanks, ProcessInfo.processInfo.activeProcessorCount) - 1], out))
+                return
+            }
             var speeds: [Double]? = nil, link: LinkCost? = nil
             if let mpi {
                 defer { mpi.finalize() }
@@ -106,6 +121,7 @@ struct ProfileCommand: AsyncParsableCommand {
                         }
                     }
                     try LinkProfile.answer(transport: mpi)
+                    _ = try LinkProfile.measureAllreduce(transport: mpi)
                     return
                 }
                 log("speed probe on each of \(mpi.worldSize) ranks...")
@@ -119,11 +135,15 @@ struct ProfileCommand: AsyncParsableCommand {
                 }
                 speeds = probe.map { probe[0] / $0 }
                 link = try LinkProfile.measure(transport: mpi, log: log)
+                link?.allreduce = try LinkProfile.measureAllreduce(transport: mpi, log: log)
             }
             var calibration = try profiler.measure()
             if sharedHostRanks > 1 {
-                log("\(sharedHostRanks) ranks sharing this machine: decode steps on 1...\(sharedHostRanks) threads at once...")
-                calibration.sharedHostSlowdown = try profiler.sharedHostSlowdown(ranks: sharedHostRanks)
+                log("\(sharedHostRanks) ranks sharing this machine: one rank's weight stream against the machine's read rate...")
+                let shared = try profiler.sharedHostSlowdown(ranks: sharedHostRanks)
+                calibration.sharedHostSlowdown = shared.slowdown
+                calibration.singleRankStreamGBps = shared.singleGBps
+                calibration.machineReadGBps = shared.machineGBps
             }
             calibration.rankSpeeds = speeds
             calibration.link = link

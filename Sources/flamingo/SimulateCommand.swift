@@ -25,6 +25,9 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "A preset shape: \(ShapePreset.allCases.map(\.rawValue).joined(separator: ", ")).")
     var preset: String?
 
+    @Option(help: "With --preset: that preset's shape with this many LM layers (as `flamingo synth --layers` makes it).")
+    var layers: Int?
+
     @Option(help: "MPI ranks.")
     var ranks: Int
 
@@ -58,6 +61,9 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(name: .customLong("rank-speed"), help: "Relative speed of each rank, comma-separated (default: the calibration's, if it has one per rank).")
     var rankSpeed: String?
 
+    @Flag(name: .customLong("plan-as-equal"), help: "Plan as if every rank had the same speed (what a run without --rank-speed does), but simulate the ranks at their speeds.")
+    var planAsEqual = false
+
     @Option(name: .customLong("mem-per-rank"), help: "Memory each rank may use, for planning.")
     var memPerRank: String?
 
@@ -85,7 +91,14 @@ struct SimulateCommand: AsyncParsableCommand {
                                                   quantizeMatrices: format == .int8)
             case (nil, let p?):
                 guard let s = ShapePreset(rawValue: p) else { throw ValidationError("unknown preset '\(p)'") }
-                shape = s.shape(format: format)
+                if let layers {
+                    guard let config = s.configuration else { throw ValidationError("--layers: preset \(p) is formulas, not a configuration") }
+                    let dtype: DType = format == .f32 ? .f32 : (format == .f16 ? .f16 : .bf16)
+                    shape = try ModelShape(configuration: try config.withLayerCount(layers), dtype: dtype,
+                                           int8Matrices: format == .int8, name: "\(p)-\(layers)")
+                } else {
+                    shape = s.shape(format: format)
+                }
             default:
                 throw ValidationError("give exactly one of --model or --preset")
             }
@@ -102,7 +115,7 @@ struct SimulateCommand: AsyncParsableCommand {
                 return b
             }
             let layout = try plan(shape: shape, ranks: ranks, memoryPerRank: budget, visionOwnRank: visionOwnRank,
-                                  rankSpeeds: speeds, tensorParallel: tp)
+                                  rankSpeeds: planAsEqual ? nil : speeds, tensorParallel: tp)
             var setup = SimulationSetup(plan: layout, link: linkCost)
             setup.microbatches = microbatches
             setup.batchSize = batchSize

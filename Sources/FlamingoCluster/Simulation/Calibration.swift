@@ -144,8 +144,11 @@ public struct Calibration: Codable, Sendable, Equatable {
     /// Relative speed of each rank (rank order) when profiled under mpirun.
     public var rankSpeeds: [Double]?
     /// k ranks computing at once on this one machine each run this many times slower (k = 1...),
-    /// when profiled with `--shared-host-ranks`.
+    /// when profiled with `--shared-host-ranks`: from the cores and from one rank's weight stream
+    /// (`singleRankStreamGBps`) against the machine's read rate (`machineReadGBps`).
     public var sharedHostSlowdown: [Double]?
+    public var singleRankStreamGBps: Double?
+    public var machineReadGBps: Double?
     /// The link between ranks, when profiled under mpirun.
     public var link: LinkCost?
 

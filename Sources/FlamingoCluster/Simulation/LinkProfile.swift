@@ -51,4 +51,30 @@ public enum LinkProfile {
             }
         }
     }
+
+    /// Every rank, after the ping-pongs: the tensor-parallel allreduce (`TensorParallelGroup`) over
+    /// ranks 0..<n for n = 2...world, at each size; the median of 5 after one warm-up. Every rank
+    /// runs the same sequence (ranks outside a group skip it), so the groups meet in step. Rank 0
+    /// gets the figures.
+    public static func measureAllreduce(transport: StageTransport, sizes: [Int] = [8192, 65536, 524_288, 4 << 20],
+                                        log: (String) -> Void = { _ in }) throws -> [LinkCost.AllreducePoint] {
+        guard transport.worldSize > 1 else { return [] }
+        var points: [LinkCost.AllreducePoint] = []
+        for n in 2...transport.worldSize {
+            guard transport.rank < n else { continue }
+            if transport.rank == 0 { log("allreduce over ranks 0-\(n - 1) at \(sizes.map(String.init).joined(separator: ", ")) bytes...") }
+            let group = TensorParallelGroup(ranks: Array(0..<n), ownRank: transport.rank, transport: transport, timeout: .seconds(60))
+            for size in sizes {
+                let partial = Tensor(Array(repeating: 0.25, count: max(1, size / 4)), shape: [max(1, size / 4)])
+                var times: [Double] = []
+                for i in 0...5 {
+                    let start = ContinuousClock.now
+                    _ = try group.allReduceSum(partial)
+                    if i > 0 { times.append((ContinuousClock.now - start).seconds) }
+                }
+                points.append(.init(ranks: n, bytes: size, seconds: times.sorted()[times.count / 2]))
+            }
+        }
+        return points
+    }
 }

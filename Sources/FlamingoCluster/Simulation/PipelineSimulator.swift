@@ -31,6 +31,8 @@ public struct SimulationSetup: Sendable {
     /// at once each runs `sharedHostSlowdown[k-1]` times slower than alone (measured by
     /// `flamingo profile`). Nil: each rank on a machine of its own.
     public var sharedHostSlowdown: [Double]?
+    /// The shared machine's cores (with `sharedHostSlowdown`).
+    public var sharedHostCores = ProcessInfo.processInfo.activeProcessorCount
 
     public init(plan: PipelinePlan, link: LinkCost) {
         self.plan = plan
@@ -104,6 +106,9 @@ struct PipelineSimulator {
         /// The message being handled, and its work left in seconds at full speed.
         var current: Message?
         var remaining = 0.0
+        /// Of the current message's work, the share that streams weights (bound by memory
+        /// bandwidth when ranks share a machine); the rest is compute (bound by cores).
+        var streamingShare = 0.0
         /// Bumped when its completion is rescheduled (older `done` events are stale).
         var version = 0
         /// When its outgoing link is free again.
@@ -268,6 +273,7 @@ struct PipelineSimulator {
         ranks[rank].busy = true
         ranks[rank].current = message
         ranks[rank].remaining = seconds
+        ranks[rank].streamingShare = streamingShare(of: message, at: rank)
         ranks[rank].version += 1
         if setup.sharedHostSlowdown == nil {
             ranks[rank].busySeconds += seconds
@@ -281,13 +287,35 @@ struct PipelineSimulator {
 
     private var sharedUpTo = 0.0
 
-    /// How much slower each computing rank runs now (a tensor-parallel stage counts its ranks).
-    private func sharedSlowdown() -> Double {
+    /// How much slower computing rank `r` runs now, with k ranks computing (a tensor-parallel
+    /// stage counts its ranks): its weight-streaming share at the measured slowdown of k decoding
+    /// ranks (`sharedHostSlowdown`, memory bandwidth and cores), its compute share at the cores'
+    /// alone (k·t/c once k·t exceeds the c cores).
+    private func sharedSlowdown(_ r: Int) -> Double {
         guard let table = setup.sharedHostSlowdown, !table.isEmpty else { return 1 }
         let k = ranks.indices.filter { ranks[$0].busy && ranks[$0].remaining > 0 }
             .reduce(0) { $0 + max(1, plan.stages[$1].tensorParallelSize) }
-        guard k > 0 else { return 1 }
-        return k <= table.count ? table[k - 1] : table[table.count - 1] * Double(k) / Double(table.count)
+        guard k > 1 else { return 1 }
+        let streaming = k <= table.count ? table[k - 1] : table[table.count - 1] * Double(k) / Double(table.count)
+        let cores = max(1, setup.sharedHostCores), threads = max(1, calibration.machine.threads)
+        let compute = max(1, Double(k * threads) / Double(cores))
+        let m = ranks[r].streamingShare
+        return m * streaming + (1 - m) * compute
+    }
+
+    /// The weight-streaming share of a message's work: a step's 1-token cost (the weights read
+    /// once) against its cost at its size; vision and attaching images are compute.
+    private func streamingShare(of message: Message, at rank: Int) -> Double {
+        guard setup.sharedHostSlowdown != nil, message.kind == .prefill || message.kind == .decode else { return 0 }
+        let stage = plan.stages[rank]
+        let tokens = message.sequences.reduce(0) { $0 + $1.tokenCount }
+        func cost(_ t: Int) -> Double {
+            Double(stage.layers.count) * calibration.decoderLayer.seconds(tokens: t)
+                + Double(stage.crossBlocks) * calibration.crossAttentionBlock.seconds(tokens: t)
+                + (stage.outputHead ? calibration.outputHead.seconds(tokens: min(t, message.sequences.count)) : 0)
+        }
+        let total = cost(tokens)
+        return total > 0 ? min(1, cost(1) / total) : 0
     }
 
     /// Brings the computing ranks' work left up to now, at the rate they shared since the last change.
@@ -296,20 +324,19 @@ struct PipelineSimulator {
         let elapsed = clock.now - sharedUpTo
         sharedUpTo = clock.now
         guard elapsed > 0 else { return }
-        let rate = 1 / sharedSlowdown()
+        let rates = ranks.indices.map { 1 / sharedSlowdown($0) }
         for r in ranks.indices where ranks[r].busy {
             if ranks[r].remaining > 0 { ranks[r].busySeconds += elapsed }
-            ranks[r].remaining -= elapsed * rate
+            ranks[r].remaining -= elapsed * rates[r]
         }
     }
 
     /// After the set of computing ranks changed: when each will finish at the new shared rate.
     private mutating func rescheduleShared() {
         guard setup.sharedHostSlowdown != nil else { return }
-        let slowdown = sharedSlowdown()
         for r in ranks.indices where ranks[r].busy {
             ranks[r].version += 1
-            schedule(at: clock.now + max(0, ranks[r].remaining) * slowdown, .done(rank: r, version: ranks[r].version))
+            schedule(at: clock.now + max(0, ranks[r].remaining) * sharedSlowdown(r), .done(rank: r, version: ranks[r].version))
         }
     }
 

@@ -214,27 +214,31 @@ public struct Profiler {
             cacheBytesPerTokenPerLayer: cachePerToken, cacheBytesPerImagePerBlock: imageCache, sequenceScale: scales)
     }
 
-    /// k ranks computing at once on this machine: k threads each decode steps of one token on a
-    /// decoder layer of its own (distinct weights, as distinct ranks stream), at this profile's
-    /// thread count each; the slowdown of their median step against one alone, for k = 1...n.
-    public func sharedHostSlowdown(ranks n: Int) throws -> [Double] {
+    /// How k = 1...n ranks computing at once on this machine slow each other down. While no more
+    /// ranks compute than the cores hold (k·t <= c for t threads each), they compete for memory
+    /// bandwidth and caches only: measured, by as many threads as fit decoding steps of one token
+    /// on decoder layers of their own at once, against one alone (`rounds` rounds of 1.5 s, the median).
+    /// Beyond that the scheduler shares the cores too: k·t/c times slower on top. (Timing more
+    /// threads than cores directly gave anything from 1.5 to 3 for k = 3 from run to run: the
+    /// scheduler's time slices are as long as a decode step.) Also returns one rank's weight
+    /// stream (GB/s) and the best all-core read rate seen, for the record.
+    public func sharedHostSlowdown(ranks n: Int, rounds: Int = 3) throws -> (slowdown: [Double], singleGBps: Double, machineGBps: Double) {
         let config = configuration
-        let layers = (0..<config.language.layerCount).filter { !config.crossAttends(layer: $0) }
-        let pool = layers.isEmpty ? Array(0..<config.language.layerCount) : layers
-        let models = try (0..<n).map { try load(only(layer: pool[$0 % pool.count])) }
+        let plain = (0..<config.language.layerCount).filter { !config.crossAttends(layer: $0) }
+        let pool = plain.isEmpty ? Array(0..<config.language.layerCount) : plain
+        let threads = ComputeThreads.count, cores = ProcessInfo.processInfo.activeProcessorCount
+        let fit = max(1, min(n, cores / max(1, threads)))
+        let models = try (0..<fit).map { try load(only(layer: pool[$0 % pool.count])) }
         let width = config.language.hiddenSize
         let h = Tensor(Array(repeating: 0.01, count: width), shape: [1, width])
-        /// Mean step time of k threads decoding at once: they start together and only steps
-        /// begun while all of them run (0.1 s after the start to 0.1 s before the end) count.
-        func run(_ k: Int) -> Double {
-            let window = (from: 0.1, to: 0.7, end: 0.8)
-            let means = Mutex([Double](repeating: 0, count: k))
+        /// Mean step time of k threads decoding at once, counting only steps begun while all run.
+        func run(_ k: Int, seconds: Double) -> Double {
+            let means = Mutex([Double](repeating: .nan, count: k))
             let ready = DispatchGroup(), done = DispatchGroup()
             let go = DispatchSemaphore(value: 0)
             for i in 0..<k {
                 ready.enter()
                 done.enter()
-                // One OS thread each (as ranks are processes), not a pool capped at the core count.
                 Thread {
                     let model = models[i]
                     var caches = [model.makeCache()]
@@ -246,11 +250,11 @@ public struct Profiler {
                     while true {
                         let t0 = ContinuousClock.now
                         let since = (t0 - started).seconds
-                        if since >= window.end { break }
+                        if since >= seconds { break }
                         var x = h
                         model.forward(&x, slices: slices, caches: &caches)
-                        if since >= window.from && since < window.to { counted.append((ContinuousClock.now - t0).seconds) }
-                        if caches[0].length > 512 { caches = [model.makeCache()] }  // keep the context short
+                        if since >= 0.1 && since < seconds - 0.1 { counted.append((ContinuousClock.now - t0).seconds) }
+                        if caches[0].length > 256 { caches = [model.makeCache()] }
                     }
                     means.withLock { $0[i] = counted.isEmpty ? .nan : counted.reduce(0, +) / Double(counted.count) }
                     done.leave()
@@ -262,15 +266,27 @@ public struct Profiler {
             let m = means.withLock { $0 }.filter { !$0.isNaN }
             return m.reduce(0, +) / Double(max(1, m.count))
         }
-        // Twice over, alone measured next to each: this machine's memory bandwidth moves between runs.
-        var slowdown = [Double](repeating: 0, count: n)
-        for _ in 0..<2 {
-            for k in 1...n {
-                let alone = run(1)
-                slowdown[k - 1] += (k == 1 ? 1 : run(k) / alone) / 2
-            }
+        var ratios: [Double] = [], alone: [Double] = []
+        for _ in 0..<max(1, rounds) {
+            let one = run(1, seconds: 1.5)
+            alone.append(one)
+            ratios.append(fit > 1 ? run(fit, seconds: 1.5) / one : 1)
         }
-        return slowdown
+        let together = ratios.sorted()[ratios.count / 2]
+        let probe = ReadProbe()
+        ComputeThreads.configure(cores)
+        let machine = probe.measure()
+        ComputeThreads.configure(threads)
+        let single = Double(models[0].decodeTraffic.bytes) / alone.sorted()[alone.count / 2] / 1e9
+        let slowdown = (1...n).map { k -> Double in
+            guard k > 1 else { return 1 }
+            let cpu = max(1, Double(k * threads) / Double(cores))
+            let running = min(k, fit)
+            // Bandwidth: measured at `fit` ranks at once, linear in the ranks running in between.
+            let bandwidth = fit > 1 ? 1 + (together - 1) * Double(running - 1) / Double(fit - 1) : 1
+            return cpu * max(1, bandwidth)
+        }
+        return (slowdown, single, machine)
     }
 
     /// This rank's speed probe: one decode step of one token on one decoder layer (median).
