@@ -475,7 +475,7 @@ struct PipelineSimulator {
     }
 
     private func result(seconds: Double) -> SimulationResult {
-        let ids = clock.finished.keys
+        let ids = clock.finished.keys.sorted()  // a fixed order: the same sums, to the bit, every run
         let tokens = clock.finished.values.reduce(0) { $0 + $1.tokens }
         let ttft = ids.map { clock.firstToken[$0]! - clock.submitted[$0]! }
         let perToken = ids.compactMap { id -> Double? in
