@@ -110,21 +110,9 @@ private func allSplits(layers: Int, stages: Int) -> [[Range<Int>]] {
     }
 }
 
-/// A deterministic generator for the random cases (the same cases every run).
-private struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
-
 @Test(arguments: 0..<300)
 func balancedSplitMatchesBruteForce(seed: Int) {
-    var rng = SplitMix(state: UInt64(seed))
+    var rng = SeededRandom(seed: UInt64(seed))  // the same cases every run
     let layers = Int.random(in: 1...9, using: &rng)
     let stages = Int.random(in: 1...5, using: &rng)
     let times = (0..<layers).map { _ in Double(Int.random(in: 1...20, using: &rng)) }  // integers: exact ties happen
