@@ -79,6 +79,9 @@ struct SimulateCommand: AsyncParsableCommand {
     @Flag(help: "Print one JSON object.")
     var json = false
 
+    @Flag(help: "Print one CSV header line and one row (the whole-run figures).")
+    var csv = false
+
     func run() async throws {
         try await failing {
             let cal = try Calibration.read(URL(fileURLWithPath: calibration))
@@ -133,6 +136,15 @@ struct SimulateCommand: AsyncParsableCommand {
                 setup.sharedHostSlowdown = slowdown
             }
             let result = try simulate(setup, calibration: cal, shape: shape)
+            if csv {
+                print("model,ranks,tp,microbatches,batch_size,clients,requests_per_client,prompt_tokens,max_tokens,tokens_per_second,time_to_first_token_seconds,per_token_latency_seconds,bubble_fraction,bytes_on_wire_per_token,max_rank_memory_bytes")
+                let memory = result.perRank.map(\.memoryBytes).max() ?? 0
+                print([shape.name, "\(ranks)", "\(tp)", microbatches.map(String.init) ?? "", "\(batchSize)", "\(clients)", "\(requestsPerClient)",
+                       "\(promptTokens)", "\(maxTokens)", "\(result.tokensPerSecond)", "\(result.timeToFirstTokenSeconds)",
+                       "\(result.perTokenLatencySeconds)", "\(result.bubbleFraction)", "\(result.bytesOnWirePerToken)", "\(memory)"]
+                    .joined(separator: ","))
+                return
+            }
             if json {
                 print(String(decoding: try jsonData(result, pretty: false, snakeCase: true), as: UTF8.self))
                 return
