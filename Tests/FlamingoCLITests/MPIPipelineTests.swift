@@ -369,7 +369,7 @@ func scalingSweepSmokeWritesItsTableAndPlots() throws {
     let r = try CLI.run(["--smoke", "--out", out], environment: env, timeout: 600, executable: script)
     #expect(r.status == 0, "\(r.stderr)")
     guard r.status == 0 else { return }
-    let rows = try String(contentsOfFile: out + "/sweep.csv", encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
+    let rows = try String(contentsOfFile: out + "/smoke-sweep.csv", encoding: .utf8).split(separator: "\n").map { $0.split(separator: ",").map(String.init) }
     #expect(rows.count == 4, "header and 3 points: \(rows)")
     let header = rows[0]
     for row in rows.dropFirst() {
@@ -383,7 +383,7 @@ func scalingSweepSmokeWritesItsTableAndPlots() throws {
     }
     #expect(Set(rows.dropFirst().map { $0[1] }) == ["single", "pp", "tp"])
     for plot in ["throughput-vs-ranks", "latency-vs-ranks", "bubble-vs-microbatches", "measured-vs-predicted"] {
-        let data = FileManager.default.contents(atPath: "\(out)/\(plot).png") ?? Data()
+        let data = FileManager.default.contents(atPath: "\(out)/smoke-\(plot).png") ?? Data()
         #expect(data.starts(with: [0x89, 0x50, 0x4E, 0x47]), "\(plot).png is not a PNG")
     }
     #expect(r.stderr.contains("simulator throughput error over 3 measured points"))
