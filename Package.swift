@@ -43,7 +43,7 @@ let package = Package(
         ),
         .target(
             name: "FlamingoCluster",
-            dependencies: ["FlamingoModel", "CMPI", "CFlamingoProto", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["FlamingoModel", "CKernels", "CMPI", "CFlamingoProto", .product(name: "Logging", package: "swift-log")],
             swiftSettings: fastMath
         ),
         // OpenAI-compatible HTTP API on the coordinator (rank 0), in front of a GenerationEngine.

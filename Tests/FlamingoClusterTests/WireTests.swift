@@ -5,6 +5,24 @@ import FlamingoCluster
 
 // MARK: CRC32C
 
+@Test func crc32cInstructionEqualsThePortableLoop() throws {
+    guard CRC32C.useInstruction else {
+        print("skipping: no SSE4.2 crc32 instruction here (or FLAMINGO_KERNELS=portable); the portable loop is checked below")
+        return
+    }
+    var rng = SeededRandom(seed: 7)
+    for length in [0, 1, 7, 8, 9, 63, 64, 65, 1000, 4096 + 3, 1 << 20] {
+        let bytes = (0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) }
+        bytes.withUnsafeBytes { raw in
+            #expect(CRC32C.checksum(raw) == CRC32C.portable(raw), "length \(length)")
+            // Continuing over two pieces gives the CRC of the whole.
+            let cut = length / 3
+            let first = CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[0..<cut]))
+            #expect(CRC32C.checksum(UnsafeRawBufferPointer(rebasing: raw[cut...]), continuing: first) == CRC32C.portable(raw))
+        }
+    }
+}
+
 @Test func crc32cCheckValue() {
     #expect(CRC32C.checksum(Array("123456789".utf8)) == 0xE306_9283)
     #expect(CRC32C.checksum([UInt8]()) == 0)
@@ -460,13 +478,14 @@ private func mutate(_ frame: inout [UInt8], rng: inout SeededRandom) {
     let repeats = 5
     var frame: [UInt8] = []
     let crc = rate(repeats) { _ = hidden.withUnsafeRawBytes { CRC32C.checksum($0) } }
+    let portableCRC = rate(repeats) { _ = hidden.withUnsafeRawBytes { CRC32C.portable($0) } }
     let encode = try rate(repeats) { frame = try encodeFrame(message) }
     let decode = try rate(repeats) { _ = try decodeFrame(frame) }
     var bf16Frame: [UInt8] = []
     let encodeBF16 = try rate(repeats) { bf16Frame = try encodeFrame(message, floatEncoding: .bf16) }
     let decodeBF16 = try rate(repeats) { _ = try decodeFrame(bf16Frame) }
     func f(_ x: Double) -> String { String(format: "%.0f", x) }
-    print("wire throughput (\(build), 16 MiB f32 tensor, MB/s of f32 data): CRC32C \(f(crc)), "
+    print("wire throughput (\(build), 16 MiB f32 tensor, MB/s of f32 data): CRC32C \(f(crc)) (\(CRC32C.useInstruction ? "crc32 instruction" : "portable"); portable loop \(f(portableCRC))), "
           + "encode \(f(encode)), decode \(f(decode)), encode+decode \(f(1 / (1 / encode + 1 / decode))); "
           + "bf16 wire: encode \(f(encodeBF16)), decode \(f(decodeBF16)), frame \(bf16Frame.count / 1_048_576) MiB")
     #expect(frame.count > hidden.byteCount)

@@ -123,6 +123,10 @@ int fk_quantize_weight_row_q8(int8_t *q, uint16_t *scale, const float *w, size_t
 float fk_f16_to_f32(uint16_t h);
 uint16_t fk_f32_to_f16(float f);
 
+/// CRC-32C of `n` bytes continuing `previous` (0 to start), with the SSE4.2 crc32 instruction.
+/// Call only on a CPU with SSE4.2 (x86-64); the same value as the portable slicing-by-8.
+uint32_t fk_crc32c_sse42(const void *data, size_t n, uint32_t previous);
+
 /// Spin-wait hint (x86 `pause`) for threads polling for work (FlamingoCore's WorkerPool).
 static inline void fk_cpu_relax(void) {
 #if defined(__x86_64__)

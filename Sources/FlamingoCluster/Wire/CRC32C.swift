@@ -1,9 +1,24 @@
+import CKernels
+import FlamingoCore
+
 /// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78), the frame checksum.
 /// Slicing-by-8: eight 256-entry tables let each step fold in 8 input bytes with 8 lookups.
 /// Check value: CRC32C("123456789") == 0xE3069283.
 public enum CRC32C {
-    /// The CRC of `bytes`; pass a previous result as `previous` to continue over more bytes.
+    /// The CRC of `bytes`; pass a previous result as `previous` to continue over more bytes. With
+    /// SSE4.2 (and a kernel level other than `portable`) the crc32 instruction, about 10x the
+    /// portable loop; the same value either way.
     public static func checksum(_ bytes: UnsafeRawBufferPointer, continuing previous: UInt32 = 0) -> UInt32 {
+        guard useInstruction, let base = bytes.baseAddress else { return portable(bytes, continuing: previous) }
+        return fk_crc32c_sse42(base, bytes.count, previous)
+    }
+
+    /// Whether `checksum` uses the CPU's crc32 instruction.
+    public static var useInstruction: Bool { instructionAvailable && KernelTable.active.level != .portable }
+    private static let instructionAvailable = CPUFeatures.current.flags.contains("sse4_2")
+
+    /// Slicing-by-8 in portable Swift (the reference, and the path without SSE4.2).
+    public static func portable(_ bytes: UnsafeRawBufferPointer, continuing previous: UInt32 = 0) -> UInt32 {
         var crc = ~previous
         guard var p = bytes.baseAddress else { return previous }
         var n = bytes.count
