@@ -198,12 +198,27 @@ private func runSuite(_ suite: String, server: ServeProcess, apiKey: String) thr
                        "flamingo_active_sequences 0.0", "flamingo_queue_depth 0.0", "flamingo_ready 1.0"] {
             #expect(metrics.contains(needle), "metrics lack \(needle)")
         }
-        // Every stage rank reports the seconds it computed (ranks > 0 send STATS every second).
+        // Every stage rank reports the seconds it computed (ranks > 0 send STATS every second, so
+        // the figures may lag the requests by up to a second: wait a few seconds for them).
+        var lines: [Int: String] = [:]
+        let deadline = Date().addingTimeInterval(5)
+        var current = metrics
+        while true {
+            var missing = false
+            for rank in 0..<(ranks ?? 1) {
+                let prefix = #"flamingo_stage_busy_seconds_total{rank="\#(rank)"} "#
+                let line = current.split(separator: "\n").first { $0.hasPrefix(prefix) }
+                lines[rank] = line.map(String.init) ?? "missing"
+                if (line.flatMap { Double($0.dropFirst(prefix.count)) } ?? 0) <= 0 { missing = true }
+            }
+            if !missing || Date() > deadline { break }
+            Thread.sleep(forTimeInterval: 0.25)
+            current = try CLI.get("http://127.0.0.1:\(server.port)/metrics").1
+        }
         for rank in 0..<(ranks ?? 1) {
             let prefix = #"flamingo_stage_busy_seconds_total{rank="\#(rank)"} "#
-            let line = metrics.split(separator: "\n").first { $0.hasPrefix(prefix) }
-            let seconds = line.flatMap { Double($0.dropFirst(prefix.count)) } ?? 0
-            #expect(seconds > 0, "rank \(rank) busy seconds: \(line.map(String.init) ?? "missing")")
+            let seconds = lines[rank].flatMap { Double($0.dropFirst(prefix.count)) } ?? 0
+            #expect(seconds > 0, "rank \(rank) busy seconds: \(lines[rank] ?? "missing")")
         }
         #expect(try CLI.get("http://127.0.0.1:\(server.port)/health").0 == 200)
 
