@@ -240,7 +240,7 @@ struct PipelineSimulator {
 
     /// What a rank's send does: the message arrives after the link's time (now if to itself).
     private mutating func send(_ message: Message, to rank: Int) {
-        let from = sender(of: message)
+        let from = sendingRank
         let bytes = wireBytes(message)
         if from == rank {
             schedule(at: clock.now, .arrive(rank: rank, message))
@@ -263,7 +263,6 @@ struct PipelineSimulator {
     /// The rank that is handling a message now is the one sending what it produces; the
     /// coordinator sends from rank 0.
     private var sendingRank = 0
-    private func sender(of message: Message) -> Int { sendingRank }
 
     private mutating func startNext(_ rank: Int) {
         guard !ranks[rank].busy, !ranks[rank].queue.isEmpty else { return }

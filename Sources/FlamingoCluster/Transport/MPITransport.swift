@@ -238,7 +238,7 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
                 stats.withLock { $0.bytesReceived += bytes.count; $0.messagesReceived += 1 }
                 if receivedTag == collectiveTag {
                     // Partial sums: the emulated link delay applies to them as to any message.
-                    if linkDelay > .zero && source != rank {
+                    if linkDelay > .zero {
                         delayed.append((.now + linkDelay, .collective(bytes, from: source)))
                     } else {
                         collectives.push(bytes, from: source)
@@ -252,7 +252,7 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
                 do {
                     let message = try decodeFrame(bytes)
                     if message.kind != .heartbeat {
-                        if linkDelay > .zero && source != rank {
+                        if linkDelay > .zero {  // (a rank's messages to itself never come through MPI)
                             delayed.append((.now + linkDelay, .message(message)))
                         } else {
                             inbox.push(.success(message))

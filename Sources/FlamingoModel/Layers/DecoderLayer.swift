@@ -53,7 +53,7 @@ struct GatedMLP: Sendable {
     func callAsFunction(_ x: Tensor) -> Tensor {
         let (g, u) = Linear.apply(gate, up, to: x)
         let y = down(gatedActivate(gate: g, up: u, activation))
-        return shard.map { $0.reduce(y) } ?? y
+        return TensorShard.sum(y, over: shard)
     }
 
     var traffic: WeightTraffic { gate.traffic + up.traffic + down.traffic }
@@ -115,7 +115,7 @@ struct SelfAttention: Sendable {
             }
         }
         let y = o(out)
-        return shard.map { $0.reduce(y) } ?? y
+        return TensorShard.sum(y, over: shard)
     }
 
     var traffic: WeightTraffic { q.traffic + k.traffic + v.traffic + o.traffic }

@@ -168,7 +168,7 @@ public struct GatedCrossAttentionBlock: Sendable {
             }
             // Rows of tokens without an image stay zero, and o_proj has no bias: the gate is exact.
             let y = o(attended)
-            attentionGate.addGated(&h, shard.map { $0.reduce(y) } ?? y)
+            attentionGate.addGated(&h, TensorShard.sum(y, over: shard))
         }
         denseGate.addGated(&h, mlp(postAttentionLayerNorm(h)))
     }

@@ -114,12 +114,12 @@ public struct LanguageModel: Sendable {
         layerRange = range
         self.layerCount = layerCount
         self.placement = placement
-        // This rank's key/value heads (all without tensor parallelism).
-        keyValueWidth = decoder.keyValueWidth / (layerScope(range.lowerBound).shard?.count ?? 1)
         layers = try range.map {
             progress("layer \($0 + 1)/\(layerCount)")
             return try DecoderLayer(layerScope($0), config: decoder)
         }
+        // The key/value heads the layers hold (a tensor-parallel rank: its share).
+        keyValueWidth = layers.first.map { $0.selfAttention.keyValueHeadCount * $0.selfAttention.headDim } ?? decoder.keyValueWidth
         var blocks: [Int: GatedCrossAttentionBlock] = [:]
         for layer in range {
             if let b = placement.block(beforeLayer: layer, layerCount: layerCount) {

@@ -32,6 +32,11 @@ public final class TensorShard: Sendable, Equatable {
 
     public static func == (a: TensorShard, b: TensorShard) -> Bool { a.rank == b.rank && a.count == b.count }
 
+    /// `partial` summed over `shard`'s group; `partial` itself without tensor parallelism.
+    static func sum(_ partial: Tensor, over shard: TensorShard?) -> Tensor {
+        shard?.reduce(partial) ?? partial
+    }
+
     /// The group's sum of `partial` (once a peer failed: `partial` itself, and `failureMessage` says why).
     func reduce(_ partial: Tensor) -> Tensor {
         guard failure.withLock({ $0 == nil }) else { return partial }
