@@ -42,12 +42,12 @@ public final class OpenAIServer: Sendable {
 
     // MARK: - Running
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: stops accepting connections, lets
+    /// Serves until SIGTERM, SIGINT or SIGUSR1 (which mpirun forwards to the ranks), then shuts down gracefully: stops accepting connections, lets
     /// requests in flight finish within `shutdownGrace` (`engine.shutdown(grace:)`), and returns.
     /// - Parameter onListening: called with the bound port once the server accepts connections.
     public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
         var group = ServiceGroupConfiguration(services: [service(onListening: onListening)],
-                                              gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+                                              gracefulShutdownSignals: [.sigterm, .sigint, .sigusr1], logger: logger)
         // A client that neither reads nor closes must not keep the process alive forever.
         group.maximumGracefulShutdownDuration = configuration.shutdownGrace + .seconds(10)
         try await ServiceGroup(configuration: group).run()

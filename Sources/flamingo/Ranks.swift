@@ -127,6 +127,9 @@ func runOnRanks(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
 /// (the HTTP server) until it returns after `engine.shutdown`. Then every rank stops cleanly.
 func runServing(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOptions, maxQueued: Int,
                 start: @escaping @Sendable (PipelineEngine) async throws -> Void) async throws {
+    // mpirun forwards SIGUSR1 to every rank: rank 0's server takes it as a graceful stop (and stops
+    // the others over the pipeline); the other ranks must not die of it.
+    signal(SIGUSR1, SIG_IGN)
     let (transport, mpi) = try makeTransport(pipelineOptions, modelOptions)
     let rankLabel = transport.worldSize > 1 ? transport.rank : nil
     do {

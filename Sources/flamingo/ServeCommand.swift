@@ -12,19 +12,31 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
         POST /v1/chat/completions (text and images, streamed or not), GET /v1/models, GET /health, GET /metrics.
         SIGTERM or SIGINT: stop accepting, let requests in flight finish within --shutdown-grace, exit 0.
+        Under mpirun, send SIGUSR1 to mpirun for the same clean stop (mpirun forwards SIGUSR1; Open MPI's
+        mpirun itself exits 1 on SIGTERM whatever the ranks do).
+
+        --supervise: run outside MPI as the front process. It launches the pipeline
+        (mpirun -np N [--hostfile FILE] [--mpirun-arg ARG ...] flamingo serve ...), serves the HTTP API
+        itself, passes requests to rank 0, and launches the pipeline again when a rank or mpirun dies.
         """
     )
 
     @OptionGroup var modelOptions: ModelOptions
     @OptionGroup var pipelineOptions: PipelineCommandOptions
     @OptionGroup var serveOptions: ServeOptions
+    @OptionGroup var superviseOptions: SuperviseOptions
 
     func validate() throws {
         _ = try serveOptions.serverConfiguration()
+        try superviseOptions.validate()
     }
 
     func run() async throws {
         let configuration = try serveOptions.serverConfiguration()
+        if superviseOptions.supervise {
+            try await runSupervised(configuration: configuration)
+            return
+        }
         try await runServing(pipelineOptions: pipelineOptions, modelOptions: modelOptions, maxQueued: serveOptions.maxQueue) { engine in
             // Rank 0 only: the HTTP API in front of the engine. An error ends up as one line from runServing.
             let server = try OpenAIServer(engine: engine, configuration: configuration, logger: serverLogger())
@@ -44,6 +56,99 @@ struct ServeCommand: AsyncParsableCommand {
                 }
             }
         }
+    }
+}
+
+extension ServeCommand {
+    /// `--supervise`: this process serves HTTP and keeps the pipeline (a child mpirun) running.
+    func runSupervised(configuration: ServerConfiguration) async throws {
+        let command = try superviseOptions.pipelineCommand(serveArguments: Array(CommandLine.arguments.dropFirst()))
+        let logger = serverLogger()
+        let supervisor = PipelineSupervisor(options: .init(command: command), logger: logger)
+        let modelID = configuration.servedModelName ?? modelOptions.modelURL.standardizedFileURL.lastPathComponent
+        let server = SupervisedServer(supervisor: supervisor, configuration: configuration, modelID: modelID,
+                                      maxWaiting: serveOptions.maxQueue, logger: logger)
+        FileHandle.standardError.write(Data("supervising: \(command.joined(separator: " "))\n".utf8))
+        try await server.run { port in
+            FileHandle.standardError.write(Data(
+                "supervisor listening on http://\(configuration.host):\(port)/v1 (/health answers 503 until the pipeline serves)\n".utf8))
+        }
+    }
+}
+
+/// `flamingo serve --supervise` options: how the supervisor launches the pipeline.
+struct SuperviseOptions: ParsableArguments {
+    @Flag(name: .customLong("supervise"),
+          help: "Run outside MPI: launch the pipeline under mpirun, serve HTTP here, relaunch the pipeline when it dies.")
+    var supervise = false
+
+    @Option(name: .customLong("np"), help: "With --supervise: ranks to launch (mpirun -np).")
+    var ranks: Int?
+
+    @Option(name: .customLong("hostfile"), help: "With --supervise: mpirun's hostfile; rank 0 (the API) runs on its first host.")
+    var hostfile: String?
+
+    @Option(name: .customLong("mpirun"), help: "With --supervise: the mpirun to run.")
+    var mpirun = "mpirun"
+
+    @Option(name: .customLong("mpirun-arg"), parsing: .unconditionalSingleValue,
+            help: "With --supervise: one more argument for mpirun (repeat it; e.g. --mpirun-arg --oversubscribe).")
+    var mpirunArguments: [String] = []
+
+    func validate() throws {
+        guard supervise else {
+            if ranks != nil || hostfile != nil || !mpirunArguments.isEmpty {
+                throw ValidationError("--np, --hostfile and --mpirun-arg are for --supervise")
+            }
+            return
+        }
+        guard let ranks, ranks >= 1 else { throw ValidationError("--supervise needs --np N (N >= 1): the ranks to launch") }
+        _ = ranks
+        if let hostfile, !FileManager.default.isReadableFile(atPath: hostfile) {
+            throw ValidationError("--hostfile \(hostfile): cannot read it")
+        }
+        if ProcessInfo.processInfo.environment["OMPI_COMM_WORLD_SIZE"] != nil {
+            throw ValidationError("--supervise runs outside mpirun (it starts mpirun itself)")
+        }
+    }
+
+    /// Options of the supervisor alone, with whether each takes a value; the pipeline gets the rest.
+    static let ownOptions: [String: Bool] = ["--supervise": false, "--np": true, "--hostfile": true, "--mpirun": true,
+                                             "--mpirun-arg": true, "--host": true, "--port": true]
+
+    /// The pipeline's command: mpirun [ARGS] -np N [--hostfile F] <this binary> serve <the serve
+    /// options given here, less the supervisor's own> --host H --port 0 (H: the hostfile's first host, else loopback).
+    func pipelineCommand(serveArguments: [String]) throws -> [String] {
+        var rest = serveArguments
+        if let i = rest.firstIndex(of: "serve") { rest.removeSubrange(...i) }
+        var passed: [String] = []
+        var i = 0
+        while i < rest.count {
+            let argument = rest[i]
+            let name = argument.split(separator: "=", maxSplits: 1).first.map(String.init) ?? argument
+            if let takesValue = Self.ownOptions[name] {
+                i += takesValue && !argument.contains("=") ? 2 : 1
+                continue
+            }
+            passed.append(argument)
+            i += 1
+        }
+        let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        var command = [mpirun] + mpirunArguments + ["-np", String(ranks ?? 1)]
+        if let hostfile { command += ["--hostfile", hostfile] }
+        command += [executable, "serve"] + passed + ["--host", try pipelineHost(), "--port", "0"]
+        return command
+    }
+
+    /// Where rank 0 serves: the hostfile's first host (mpirun puts rank 0 there), else this machine.
+    func pipelineHost() throws -> String {
+        guard let hostfile else { return "127.0.0.1" }
+        let text = try String(contentsOfFile: hostfile, encoding: .utf8)
+        for line in text.split(separator: "\n") {
+            let content = line.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            if let host = content.split(whereSeparator: { $0 == " " || $0 == "\t" }).first { return String(host) }
+        }
+        throw ValidationError("--hostfile \(hostfile) names no host")
     }
 }
 

@@ -16,7 +16,11 @@ final class ServeProcess: @unchecked Sendable {
     private let lock = NSLock()
 
     /// Starts the server on a free port and waits until it listens.
-    init(_ arguments: [String], environment: [String: String] = [:], ranks: Int? = nil, timeout: TimeInterval = 120) throws {
+    /// - Parameter cleanSignalMask: start mpirun with no signal blocked, as a shell or systemd would
+    ///   (Foundation's Process passes on the mask of the thread that spawns it, and Dispatch's
+    ///   threads block nearly every signal: mpirun would never see a SIGUSR1).
+    init(_ arguments: [String], environment: [String: String] = [:], ranks: Int? = nil, timeout: TimeInterval = 120,
+         cleanSignalMask: Bool = false) throws {
         self.ranks = ranks
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_CORETYPE"] = env["OPENBLAS_CORETYPE"] ?? "Haswell"
@@ -26,8 +30,14 @@ final class ServeProcess: @unchecked Sendable {
         if let ranks {
             for (k, v) in MPI.environment { env[k] = v }
             let forwarded = (["FLAMINGO_TEST_MARKER"] + environment.keys).flatMap { ["-x", $0] }
-            process.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
-            process.arguments = ["--oversubscribe", "-np", "\(ranks)"] + forwarded + ["--", CLI.binary] + serve
+            let mpirun = ["/usr/bin/mpirun", "--oversubscribe", "-np", "\(ranks)"] + forwarded + ["--", CLI.binary] + serve
+            if cleanSignalMask {
+                process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+                process.arguments = ["python3", "-c", "import os, signal, sys; signal.pthread_sigmask(signal.SIG_SETMASK, []); os.execv(sys.argv[1], sys.argv[1:])"] + mpirun
+            } else {
+                process.executableURL = URL(fileURLWithPath: mpirun[0])
+                process.arguments = Array(mpirun.dropFirst())
+            }
         } else {
             process.executableURL = URL(fileURLWithPath: CLI.binary)
             process.arguments = serve
@@ -37,15 +47,8 @@ final class ServeProcess: @unchecked Sendable {
         process.standardError = err
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        let handle = err.fileHandleForReading
         let box = stderr, lock = self.lock
-        DispatchQueue.global().async {
-            while true {
-                let chunk = handle.availableData
-                if chunk.isEmpty { break }
-                lock.lock(); box.value.append(chunk); lock.unlock()
-            }
-        }
+        drain(err, into: box, lock: lock)
         let deadline = Date().addingTimeInterval(timeout)
         var found: Int? = nil
         while found == nil && Date() < deadline && process.isRunning {
@@ -92,6 +95,22 @@ final class ServeProcess: @unchecked Sendable {
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
+}
+
+/// Appends everything `pipe` delivers to `box` (under `lock`) until it closes. Raw read(2) with
+/// EINTR retried: FileHandle.availableData traps on EINTR, which a SIGCHLD can cause.
+func drain(_ pipe: Pipe, into box: UncheckedBox<Data>, lock: NSLock) {
+    let fd = pipe.fileHandleForReading.fileDescriptor
+    let thread = Thread {
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = read(fd, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+            lock.lock(); box.value.append(contentsOf: buffer[0..<n]); lock.unlock()
+        }
+    }
+    thread.start()
 }
 
 struct CLIFailure: Error, CustomStringConvertible {
