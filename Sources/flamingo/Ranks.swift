@@ -30,6 +30,10 @@ struct PipelineCommandOptions: ParsableArguments {
     @Option(name: .customLong("rank-speed"), help: "Relative speed of each rank, comma-separated in rank order (e.g. 1,1,0.5,1): stages are balanced by time, a slower rank gets less work.")
     var rankSpeed: String?
 
+    @Option(name: .customLong("peer-timeout"),
+            help: "Seconds a rank may stay silent (heartbeats every 0.5 s) before the others count it as failed and end the job.")
+    var peerTimeout: Double = 15
+
     @Flag(name: .customLong("wire-bf16"), help: "Send activations between ranks as bf16 (half the bytes; results no longer bit-identical to one process).")
     var wireBF16 = false
 
@@ -39,6 +43,7 @@ struct PipelineCommandOptions: ParsableArguments {
         if tp < 1 { throw ValidationError("--tp must be at least 1") }
         if batchSize < 1 { throw ValidationError("--batch-size must be at least 1") }
         if let n = microbatches, n < 1 { throw ValidationError("--microbatches must be at least 1") }
+        guard peerTimeout >= 1, peerTimeout <= 86_400 else { throw ValidationError("--peer-timeout must be 1...86400 seconds") }
     }
 
     func pipeline(_ modelOptions: ModelOptions) throws -> PipelineOptions {
@@ -70,7 +75,8 @@ func makeTransport(_ pipelineOptions: PipelineCommandOptions, _ modelOptions: Mo
     var mpi: MPITransport? = nil
     do {
         if MPITransport.launchedByMPI {
-            let t = try MPITransport(floatEncoding: pipelineOptions.wireBF16 ? .bf16 : .f32)
+            let t = try MPITransport(peerTimeout: .milliseconds(Int64(pipelineOptions.peerTimeout * 1000)),
+                                     floatEncoding: pipelineOptions.wireBF16 ? .bf16 : .f32)
             mpi = t
             transport = t
         } else {

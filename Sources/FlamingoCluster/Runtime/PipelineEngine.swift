@@ -171,6 +171,7 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
                     s.cancellations = []
                     return taken
                 }
+                if !newWork.isEmpty { FaultInjection.enter(.prefill, rank: 0) }
                 for sub in newWork {
                     coordinator.submit(sub.request, id: sub.id, imageIndex: sub.imageIndex, group: sub.group)
                     switch sub.sink {
@@ -200,6 +201,7 @@ public final class PipelineEngine: GenerationEngine, @unchecked Sendable {
                 switch message.kind {
                 case .logits:
                     try coordinator.handleLogits(message, send: send)
+                    FaultInjection.enter(.decode, rank: 0)
                 case .error:
                     throw PipelineError.stageFailed(rank: Int(message.sourceRank), message: message.errorMessage)
                 case .visualTokens, .prefill, .decode, .cancel:

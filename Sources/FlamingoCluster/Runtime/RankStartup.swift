@@ -18,6 +18,7 @@ extension PipelineRuntime {
     static func prepare(transport: StageTransport, directory: ModelDirectory, options: PipelineOptions,
                         progress: @escaping (String) -> Void) throws -> Setup {
         let started = ContinuousClock.now
+        FaultInjection.enter(.load, rank: transport.rank)
         let config = directory.config
         let weights = try WeightStore(directory: directory.url, quantizeMatrices: options.quantizeMatrices)
         let shape = try ModelShape.forLoading(directory: directory, weights: weights, quantizeMatrices: options.quantizeMatrices)

@@ -68,6 +68,7 @@ struct StageWorker {
             deferred.removeAll()
             for m in waiting { try handleStep(m, send: send) }
         case .prefill, .decode:
+            FaultInjection.enter(message.kind == .prefill ? .prefill : .decode, rank: assignment.rank)
             try handleStep(message, send: send)
         case .cancel:
             for member in members { try send(message, member) }

@@ -164,6 +164,7 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
         var lastHeartbeat = ContinuousClock.now - heartbeatInterval
         var idleSleep: UInt32 = 50
         var failed = false
+        var framesSent = 0  // pipeline frames (not heartbeats), for FaultInjection
         // Messages held back by the emulated link delay, in arrival order (so due in order).
         enum Arrival { case message(Message), collective([UInt8], from: Int) }
         var delayed: [(due: ContinuousClock.Instant, arrival: Arrival)] = []
@@ -177,9 +178,15 @@ public final class MPITransport: StageTransport, @unchecked Sendable {
             for (target, item) in queued {
                 busy = true
                 do {
-                    let frame: [UInt8], frameTag: Int32
+                    var frame: [UInt8], frameTag: Int32
                     switch item {
-                    case .message(let message): (frame, frameTag) = (try encodeFrame(message, floatEncoding: floatEncoding), tag)
+                    case .message(var message):
+                        framesSent += 1
+                        let damage = FaultInjection.damage(rank: rank, frame: framesSent)
+                        if damage == .step, !message.sequences.isEmpty { message.sequences[0].startPosition += 1 }
+                        frame = try encodeFrame(message, floatEncoding: floatEncoding)
+                        if let damage { frame = FaultInjection.damaged(frame, damage) }
+                        frameTag = tag
                     case .collective(let bytes): (frame, frameTag) = (bytes, collectiveTag)
                     }
                     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(frame.count, 1), alignment: 16)
