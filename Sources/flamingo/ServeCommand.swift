@@ -37,7 +37,9 @@ struct ServeCommand: AsyncParsableCommand {
             try await runSupervised(configuration: configuration)
             return
         }
+        let exitOnStdinClose = serveOptions.exitOnStdinClose
         try await runServing(pipelineOptions: pipelineOptions, modelOptions: modelOptions, maxQueued: serveOptions.maxQueue) { engine in
+            if exitOnStdinClose { stopWhenStandardInputCloses() }
             // Rank 0 only: the HTTP API in front of the engine. An error ends up as one line from runServing.
             let server = try OpenAIServer(engine: engine, configuration: configuration, logger: serverLogger())
             try await server.run { port in
@@ -136,7 +138,7 @@ struct SuperviseOptions: ParsableArguments {
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
         var command = [mpirun] + mpirunArguments + ["-np", String(ranks ?? 1)]
         if let hostfile { command += ["--hostfile", hostfile] }
-        command += [executable, "serve"] + passed + ["--host", try pipelineHost(), "--port", "0"]
+        command += [executable, "serve"] + passed + ["--host", try pipelineHost(), "--port", "0", "--exit-on-stdin-close"]
         return command
     }
 
@@ -150,6 +152,22 @@ struct SuperviseOptions: ParsableArguments {
         }
         throw ValidationError("--hostfile \(hostfile) names no host")
     }
+}
+
+/// Rank 0 (the only rank mpirun gives stdin): at EOF, SIGUSR1 to this process, the graceful stop.
+func stopWhenStandardInputCloses() {
+    let thread = Thread {
+        var buffer = [UInt8](repeating: 0, count: 512)
+        while true {
+            let n = read(0, &buffer, buffer.count)
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { break }
+        }
+        FileHandle.standardError.write(Data("standard input closed (the supervisor is gone): stopping\n".utf8))
+        kill(getpid(), SIGUSR1)
+    }
+    thread.name = "stdin-lifeline"
+    thread.start()
 }
 
 /// Server logs on stderr, warnings and up unless $LOG_LEVEL says otherwise.
@@ -205,6 +223,10 @@ struct ServeOptions: ParsableArguments {
 
     @Option(name: .customLong("shutdown-grace"), help: "Seconds requests in flight get to finish after SIGTERM.")
     var shutdownGrace: Double = 30
+
+    @Flag(name: .customLong("exit-on-stdin-close"),
+          help: "Stop gracefully (as on SIGTERM) when standard input closes (the supervisor's lifeline to its pipeline).")
+    var exitOnStdinClose = false
 
     func serverConfiguration() throws -> ServerConfiguration {
         var c = ServerConfiguration()

@@ -225,6 +225,19 @@ final class BackgroundRequest: @unchecked Sendable {
         #expect(server.rankZero == nil)
     }
 
+    /// SIGKILL of the supervisor itself: its pipeline sees its stdin lifeline close and stops.
+    @Test func aKilledSupervisorLeavesNothingRunning() throws {
+        try #require(MPI.available, "mpirun is missing")
+        let supervisor = try SupervisorProcess(["--np", "3", "--model", model, "--threads", "1"])
+        #expect(supervisor.waitForHealth(200, timeout: 120))
+        #expect(supervisor.children.count >= 4, "mpirun and 3 ranks: \(supervisor.children)")
+        kill(supervisor.process.processIdentifier, SIGKILL)
+        let killed = Date()
+        while !supervisor.children.isEmpty && Date().timeIntervalSince(killed) < 30 { usleep(50_000) }
+        #expect(supervisor.children.isEmpty, "left running 30 s after the supervisor was killed: \(supervisor.children)")
+        print("FaultTable: serve --supervise | the supervisor SIGKILLed | its pipeline stopped \(String(format: "%.2f", Date().timeIntervalSince(killed))) s later | left running: \(supervisor.children.count)")
+    }
+
     @Test func supervisorOptionsAreChecked() throws {
         let r = try CLI.run(["serve", "--supervise", "--model", model])
         #expect(r.status != 0 && r.stderr.contains("--np"), "\(r.stderr)")

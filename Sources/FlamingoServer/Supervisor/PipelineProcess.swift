@@ -12,18 +12,33 @@ final class PipelineProcess: @unchecked Sendable {
     private let exited = DispatchSemaphore(value: 0)
     private let lock = NSLock()
     private var status: Int32?
+    /// Held open for the child's life (closed when it has exited).
+    private var lifelineWriteEnd: Int32 = -1
 
     /// Starts `arguments[0]` (searched in $PATH when it has no slash).
     /// - Throws: `SupervisorError.launchFailed` when the program cannot be started.
     init(arguments: [String], onLine: @escaping @Sendable (String) -> Void) throws {
         var pipe: [Int32] = [0, 0]
         guard Glibc.pipe(&pipe) == 0 else { throw SupervisorError.launchFailed("pipe: \(String(cString: strerror(errno)))") }
+        // The lifeline: the child's stdin is a pipe only this process holds open. mpirun passes its
+        // stdin on to rank 0, which stops the pipeline when it closes (`--exit-on-stdin-close`):
+        // so the pipeline ends even when the supervisor is killed outright.
+        var lifeline: [Int32] = [0, 0]
+        guard Glibc.pipe(&lifeline) == 0 else {
+            close(pipe[0]); close(pipe[1])
+            throw SupervisorError.launchFailed("pipe: \(String(cString: strerror(errno)))")
+        }
+        _ = fcntl(lifeline[1], F_SETFD, FD_CLOEXEC)
+        _ = fcntl(pipe[0], F_SETFD, FD_CLOEXEC)
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, lifeline[0], 0)
         posix_spawn_file_actions_adddup2(&actions, pipe[1], 2)
         posix_spawn_file_actions_addclose(&actions, pipe[0])
         posix_spawn_file_actions_addclose(&actions, pipe[1])
+        posix_spawn_file_actions_addclose(&actions, lifeline[0])
+        posix_spawn_file_actions_addclose(&actions, lifeline[1])
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
         defer { posix_spawnattr_destroy(&attributes) }
@@ -43,8 +58,11 @@ final class PipelineProcess: @unchecked Sendable {
         var child: pid_t = 0
         let rc = posix_spawnp(&child, arguments[0], &actions, &attributes, &argv, environ)
         close(pipe[1])
+        close(lifeline[0])
+        lifelineWriteEnd = lifeline[1]
         guard rc == 0 else {
             close(pipe[0])
+            close(lifeline[1])
             throw SupervisorError.launchFailed("\(arguments[0]): \(String(cString: strerror(rc)))")
         }
         pid = child
@@ -72,6 +90,7 @@ final class PipelineProcess: @unchecked Sendable {
             var raw: Int32 = 0
             while waitpid(spawned, &raw, 0) < 0 && errno == EINTR {}
             lock.withLock { status = raw }
+            close(lifelineWriteEnd)
             exited.signal()
         }
         waiter.name = "pipeline-wait"
