@@ -97,10 +97,25 @@ struct SuperviseOptions: ParsableArguments {
             help: "With --supervise: one more argument for mpirun (repeat it; e.g. --mpirun-arg --oversubscribe).")
     var mpirunArguments: [String] = []
 
+    @Option(name: .customLong("launch"),
+            help: "With --supervise, instead of mpirun: a shell command template that starts the pipeline, {serve} standing for the flamingo serve command (e.g. 'srun -n 4 {serve}').")
+    var launchTemplate: String?
+
+    @Option(name: .customLong("pipeline-host"),
+            help: "With --supervise: the host rank 0 serves on (default: the hostfile's first host, else 127.0.0.1).")
+    var pipelineHostOption: String?
+
     func validate() throws {
         guard supervise else {
-            if ranks != nil || hostfile != nil || !mpirunArguments.isEmpty {
-                throw ValidationError("--np, --hostfile and --mpirun-arg are for --supervise")
+            if ranks != nil || hostfile != nil || !mpirunArguments.isEmpty || launchTemplate != nil || pipelineHostOption != nil {
+                throw ValidationError("--np, --hostfile, --mpirun-arg, --launch and --pipeline-host are for --supervise")
+            }
+            return
+        }
+        if let launchTemplate {
+            guard launchTemplate.contains("{serve}") else { throw ValidationError("--launch: the template has no {serve}") }
+            guard ranks == nil, hostfile == nil, mpirunArguments.isEmpty else {
+                throw ValidationError("--launch replaces mpirun: --np, --hostfile and --mpirun-arg go into its template")
             }
             return
         }
@@ -116,13 +131,14 @@ struct SuperviseOptions: ParsableArguments {
 
     /// Options of the supervisor alone, with whether each takes a value; the pipeline gets the rest.
     static let ownOptions: [String: Bool] = ["--supervise": false, "--np": true, "--hostfile": true, "--mpirun": true,
-                                             "--mpirun-arg": true, "--host": true, "--port": true]
+                                             "--mpirun-arg": true, "--host": true, "--port": true, "--launch": true,
+                                             "--pipeline-host": true]
 
     /// The pipeline's command: mpirun [ARGS] -np N [--hostfile F] <this binary> serve <the serve
     /// options given here, less the supervisor's own> --host H --port 0 (H: the hostfile's first host, else loopback).
     func pipelineCommand(serveArguments: [String]) throws -> [String] {
         var rest = serveArguments
-        if let i = rest.firstIndex(of: "serve") { rest.removeSubrange(...i) }
+        if rest.first == "serve" { rest.removeFirst() }
         var passed: [String] = []
         var i = 0
         while i < rest.count {
@@ -136,14 +152,22 @@ struct SuperviseOptions: ParsableArguments {
             i += 1
         }
         let executable = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().path
+        let serve = [executable, "serve"] + passed + ["--host", try pipelineHost(), "--port", "0", "--exit-on-stdin-close"]
+        if let launchTemplate {
+            let quoted = serve.map(Self.shellQuoted).joined(separator: " ")
+            return ["/bin/sh", "-c", "exec " + launchTemplate.replacingOccurrences(of: "{serve}", with: quoted)]
+        }
         var command = [mpirun] + mpirunArguments + ["-np", String(ranks ?? 1)]
         if let hostfile { command += ["--hostfile", hostfile] }
-        command += [executable, "serve"] + passed + ["--host", try pipelineHost(), "--port", "0", "--exit-on-stdin-close"]
-        return command
+        return command + serve
     }
 
-    /// Where rank 0 serves: the hostfile's first host (mpirun puts rank 0 there), else this machine.
+    /// 'text' for /bin/sh.
+    static func shellQuoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+
+    /// Where rank 0 serves: --pipeline-host, else the hostfile's first host (mpirun puts rank 0 there), else this machine.
     func pipelineHost() throws -> String {
+        if let pipelineHostOption { return pipelineHostOption }
         guard let hostfile else { return "127.0.0.1" }
         let text = try String(contentsOfFile: hostfile, encoding: .utf8)
         for line in text.split(separator: "\n") {

@@ -15,15 +15,16 @@ final class SupervisorProcess: @unchecked Sendable {
     private let output = UncheckedBox(Data())
     private let lock = NSLock()
 
-    init(_ arguments: [String], environment: [String: String] = [:], timeout: TimeInterval = 120) throws {
+    /// - Parameter launch: a `--launch` template instead of mpirun's options.
+    init(_ arguments: [String], environment: [String: String] = [:], launch: String? = nil, timeout: TimeInterval = 120) throws {
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_CORETYPE"] = env["OPENBLAS_CORETYPE"] ?? "Haswell"
         env["FLAMINGO_TEST_MARKER"] = marker
         for (k, v) in MPI.environment { env[k] = v }
         for (k, v) in environment { env[k] = v }
         process.executableURL = URL(fileURLWithPath: CLI.binary)
-        process.arguments = ["serve", "--supervise", "--port", "0", "--mpirun", "/usr/bin/mpirun",
-                             "--mpirun-arg", "--oversubscribe"] + arguments
+        let launcher = launch.map { ["--launch", $0] } ?? ["--mpirun", "/usr/bin/mpirun", "--mpirun-arg", "--oversubscribe"]
+        process.arguments = ["serve", "--supervise", "--port", "0"] + launcher + arguments
         process.environment = env
         let err = Pipe()
         process.standardError = err
@@ -238,6 +239,18 @@ final class BackgroundRequest: @unchecked Sendable {
         print("FaultTable: serve --supervise | the supervisor SIGKILLed | its pipeline stopped \(String(format: "%.2f", Date().timeIntervalSince(killed))) s later | left running: \(supervisor.children.count)")
     }
 
+    /// `--launch TEMPLATE`: any launcher (srun, a wrapper) instead of mpirun.
+    @Test func aLaunchTemplateStartsThePipeline() throws {
+        try #require(MPI.available, "mpirun is missing")
+        let supervisor = try SupervisorProcess(["--model", model, "--threads", "1"],
+                                               launch: "/usr/bin/mpirun --oversubscribe -np 2 {serve}")
+        #expect(supervisor.waitForHealth(200, timeout: 120), "\(supervisor.errorOutput)")
+        #expect(supervisor.children.filter { $0.rank >= 0 }.count == 2)
+        #expect(supervisor.terminate() == 0)
+        usleep(500_000)
+        #expect(supervisor.children.isEmpty)
+    }
+
     @Test func supervisorOptionsAreChecked() throws {
         let r = try CLI.run(["serve", "--supervise", "--model", model])
         #expect(r.status != 0 && r.stderr.contains("--np"), "\(r.stderr)")
@@ -245,5 +258,7 @@ final class BackgroundRequest: @unchecked Sendable {
         #expect(r2.status != 0 && r2.stderr.contains("--supervise"), "\(r2.stderr)")
         let r3 = try CLI.run(["serve", "--supervise", "--np", "2", "--hostfile", "/nonexistent/hosts", "--model", model])
         #expect(r3.status != 0 && r3.stderr.contains("/nonexistent/hosts"), "\(r3.stderr)")
+        let r4 = try CLI.run(["serve", "--supervise", "--launch", "srun -n 2", "--model", model])
+        #expect(r4.status != 0 && r4.stderr.contains("{serve}"), "\(r4.stderr)")
     }
 }

@@ -109,6 +109,7 @@ public final class PipelineSupervisor: Service, @unchecked Sendable {
     /// One launch, until it ends (or is killed as stuck); returns why it ended.
     private func runOnce() async -> String {
         let lastError = Locked<String?>(nil)
+        let lastLine = Locked<String?>(nil)  // what it said last, when it named no error
         let child: PipelineProcess
         do {
             child = try PipelineProcess(arguments: options.command) { [state] line in
@@ -116,6 +117,8 @@ public final class PipelineSupervisor: Service, @unchecked Sendable {
                     state.withLock { $0.phase = .ready(host: host, port: port) }
                 } else if line.hasPrefix("error:") || line.contains("] error") || line.hasPrefix("mpirun noticed") {
                     lastError.withLock { $0 = String(line.prefix(300)) }
+                } else if !line.trimmingCharacters(in: .whitespaces).isEmpty, !line.hasPrefix("---") {
+                    lastLine.withLock { $0 = String(line.prefix(300)) }
                 }
             }
         } catch {
@@ -136,7 +139,8 @@ public final class PipelineSupervisor: Service, @unchecked Sendable {
             stuckReason.withLock { $0 = nil }
             return stuck
         }
-        return "the pipeline (\(options.command.first ?? "mpirun")) \(how)" + (lastError.withLock { $0 }.map { ": \($0)" } ?? "")
+        let said = lastError.withLock { $0 } ?? lastLine.withLock { $0 }
+        return "the pipeline (\(options.command.first ?? "mpirun")) \(how)" + (said.map { ": \($0)" } ?? "")
     }
 
     private let stuckReason = Locked<String?>(nil)
