@@ -3,7 +3,9 @@ import FlamingoCluster
 import FlamingoModel
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// The OpenAI-compatible HTTP API in front of a `GenerationEngine` (Hummingbird 2):
@@ -67,8 +69,13 @@ public final class OpenAIServer: Sendable {
             let configuration = server.configuration
             let port = configuration.port
             let onListening = self.onListening
+            let limits = configuration.limits
+            let http1 = HTTP1Channel.Configuration(
+                additionalChannelHandlers: [RequestBodyGate(limit: limits.maxBodyBytes, lingerTime: .init(limits.lingerTime),
+                                                            lingerTimeout: .init(limits.lingerTimeout))])
             let app = Application(
                 router: server.router(),
+                server: .http1(configuration: http1),
                 configuration: .init(address: .hostname(configuration.host, port: port), serverName: "flamingo"),
                 onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
                 logger: server.logger)

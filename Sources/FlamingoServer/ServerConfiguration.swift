@@ -35,6 +35,12 @@ public struct ServerLimits: Sendable, Equatable {
     /// Longest a request may take, queueing included; it is then cancelled (HTTP 504, or an error
     /// event when streaming).
     public var requestTimeout: Duration = .seconds(600)
+    /// After a response sent before its request's body arrived (413, 401...), the rest of the body is
+    /// read and discarded, so that a client still sending gets to read the response, for at most
+    /// `lingerTime`, or until `lingerTimeout` passes without data; then the connection closes
+    /// (nginx's `lingering_time` and `lingering_timeout`, with its defaults).
+    public var lingerTime: Duration = .seconds(30)
+    public var lingerTimeout: Duration = .seconds(5)
 
     public init() {}
 }
