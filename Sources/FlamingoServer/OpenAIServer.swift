@@ -70,13 +70,17 @@ public final class OpenAIServer: Sendable {
             let port = configuration.port
             let onListening = self.onListening
             let limits = configuration.limits
+            let connections = server.connectionCount()
             let http1 = HTTP1Channel.Configuration(
                 additionalChannelHandlers: [RequestBodyGate(limit: limits.maxBodyBytes, lingerTime: .init(limits.lingerTime),
-                                                            lingerTimeout: .init(limits.lingerTimeout))])
+                                                            lingerTimeout: .init(limits.lingerTimeout))],
+                idleTimeout: .init(limits.idleTimeout))
             let app = Application(
                 router: server.router(),
                 server: .http1(configuration: http1),
-                configuration: .init(address: .hostname(configuration.host, port: port), serverName: "flamingo"),
+                configuration: .init(address: .hostname(configuration.host, port: port), serverName: "flamingo",
+                                     backlog: min(connections, 1024),
+                                     availableConnectionsDelegate: .maximum(connections, logger: server.logger)),
                 onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
                 logger: server.logger)
             let engine = server.engine
@@ -98,6 +102,31 @@ public final class OpenAIServer: Sendable {
                 try await group.waitForAll()
             }
         }
+    }
+
+    /// The connections to hold at once: `maxConnections`, unless the open-file limit allows fewer
+    /// even once the soft limit is raised to the hard one (then logged, as a warning).
+    func connectionCount() -> Int {
+        let wanted = configuration.maxConnections
+        guard let (soft, hard) = OpenFileLimit.current() else { return wanted }
+        let inUse = OpenFileLimit.openDescriptors()
+        var plan = OpenFileLimit.plan(maxConnections: wanted, inUse: inUse, soft: soft, hard: hard)
+        var limit = soft
+        if let raise = plan.raiseSoftLimit {
+            if OpenFileLimit.setSoft(raise) {
+                limit = raise
+                logger.info("raised the open-file limit (ulimit -n) from \(soft) to \(raise) for --max-connections \(wanted)")
+            } else {
+                plan = OpenFileLimit.plan(maxConnections: wanted, inUse: inUse, soft: soft, hard: soft)
+            }
+        }
+        let connections = plan.connections
+        if connections < wanted {
+            logger.warning("\(OpenFileLimit.warning(maxConnections: wanted, connections: connections, limit: limit, inUse: inUse))")
+        } else {
+            logger.info("open-file limit \(limit), \(inUse) in use: room for --max-connections \(wanted)")
+        }
+        return connections
     }
 
     // MARK: - Routes
