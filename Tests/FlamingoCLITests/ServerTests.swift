@@ -16,7 +16,9 @@ final class ServeProcess: @unchecked Sendable {
     private let lock = NSLock()
 
     /// Starts the server on a free port and waits until it listens.
-    init(_ arguments: [String], environment: [String: String] = [:], ranks: Int? = nil, timeout: TimeInterval = 120) throws {
+    /// - Parameter openFileLimit: run it under `ulimit -n` this (alone only).
+    init(_ arguments: [String], environment: [String: String] = [:], ranks: Int? = nil, openFileLimit: Int? = nil,
+         timeout: TimeInterval = 120) throws {
         self.ranks = ranks
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_CORETYPE"] = env["OPENBLAS_CORETYPE"] ?? "Haswell"
@@ -28,6 +30,10 @@ final class ServeProcess: @unchecked Sendable {
             let forwarded = (["FLAMINGO_TEST_MARKER"] + environment.keys).flatMap { ["-x", $0] }
             process.executableURL = URL(fileURLWithPath: "/usr/bin/mpirun")
             process.arguments = ["--oversubscribe", "-np", "\(ranks)"] + forwarded + ["--", CLI.binary] + serve
+        } else if let openFileLimit {
+            // exec: the shell becomes the server, so signals reach it.
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(openFileLimit) && exec \"$0\" \"$@\"", CLI.binary] + serve
         } else {
             process.executableURL = URL(fileURLWithPath: CLI.binary)
             process.arguments = serve
@@ -78,6 +84,18 @@ final class ServeProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
+    /// Processes of this server still alive (any rank, and mpirun).
+    var survivors: [Int32] {
+        var pids: [Int32] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+            if environ.split(separator: 0).contains(where: { $0.elementsEqual("FLAMINGO_TEST_MARKER=\(marker)".utf8) }) {
+                pids.append(pid)
+            }
+        }
+        return pids
+    }
+
     /// Under mpirun: the process of rank 0 (the one serving HTTP).
     var rankZero: Int32? {
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
@@ -108,8 +126,11 @@ enum Python {
                     executable: "/usr/bin/env", prepend: ["python3"])
     }
 
-    static var hasOpenAI: Bool {
-        (try? CLI.run(["-c", "import openai"], executable: "/usr/bin/env", prepend: ["python3"]).status) == 0
+    static var hasOpenAI: Bool { has("openai") }
+
+    /// Whether python3 can import these modules ("openai, requests").
+    static func has(_ modules: String) -> Bool {
+        (try? CLI.run(["-c", "import \(modules)"], executable: "/usr/bin/env", prepend: ["python3"]).status) == 0
     }
 }
 
