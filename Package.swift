@@ -18,11 +18,13 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
-        // Already in the graph through Hummingbird: graceful shutdown on SIGTERM.
+        // Already in the graph through Hummingbird: graceful shutdown on SIGTERM, and the NIO pieces
+        // of the server's request-body handler (FlamingoServer/RequestBodyGate.swift).
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.0.0"),
-        // Already in the graph through Hummingbird: the supervisor's client to the pipeline's server.
-        .package(url: "https://github.com/apple/swift-nio", from: "2.0.0"),
-        .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+        // Already in the graph through Hummingbird: the request-body gate and the supervisor's client.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.81.0"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.34.1"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas", providers: [.apt(["libopenblas-dev"])]),
@@ -55,6 +57,10 @@ let package = Package(
             dependencies: [
                 "FlamingoCluster", "FlamingoModel",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),

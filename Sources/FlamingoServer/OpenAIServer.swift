@@ -3,7 +3,9 @@ import FlamingoCluster
 import FlamingoModel
 import Foundation
 import Hummingbird
+import HummingbirdCore
 import Logging
+import NIOCore
 import ServiceLifecycle
 
 /// The OpenAI-compatible HTTP API in front of a `GenerationEngine` (Hummingbird 2):
@@ -67,11 +69,8 @@ public final class OpenAIServer: Sendable {
             let configuration = server.configuration
             let port = configuration.port
             let onListening = self.onListening
-            let app = Application(
-                router: server.router(),
-                configuration: .init(address: .hostname(configuration.host, port: port), serverName: "flamingo"),
-                onServerRunning: { channel in await onListening(channel.localAddress?.port ?? port) },
-                logger: server.logger)
+            let app = httpApplication(router: server.router(), configuration: configuration, logger: server.logger,
+                                      onListening: onListening)
             let engine = server.engine
             let watcher = Task { await server.deadlines.run() }
             defer { watcher.cancel() }

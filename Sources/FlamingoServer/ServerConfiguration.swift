@@ -15,6 +15,9 @@ public struct ServerConfiguration: Sendable {
     /// How messages become the prompt (`ChatTemplate`).
     public var chatTemplate: ChatTemplate.Style = .idefics
     public var limits = ServerLimits()
+    /// Most connections open at once; past it the server accepts no more until some close (they
+    /// wait in the listen backlog). Lowered at start-up to what the open-file limit allows.
+    public var maxConnections: Int = 4096
     /// On SIGTERM/SIGINT: how long requests in flight may take to finish before they are cut off.
     public var shutdownGrace: Duration = .seconds(30)
 
@@ -35,6 +38,16 @@ public struct ServerLimits: Sendable, Equatable {
     /// Longest a request may take, queueing included; it is then cancelled (HTTP 504, or an error
     /// event when streaming).
     public var requestTimeout: Duration = .seconds(600)
+    /// A connection that sends nothing for this long is closed: before its first request, between
+    /// requests, or in the middle of sending one (headers or body). Not while its response is
+    /// being computed or streamed.
+    public var idleTimeout: Duration = .seconds(60)
+    /// After a response sent before its request's body arrived (413, 401...), the rest of the body is
+    /// read and discarded, so that a client still sending gets to read the response, for at most
+    /// `lingerTime`, or until `lingerTimeout` passes without data; then the connection closes
+    /// (nginx's `lingering_time` and `lingering_timeout`, with its defaults).
+    public var lingerTime: Duration = .seconds(30)
+    public var lingerTimeout: Duration = .seconds(5)
 
     public init() {}
 }

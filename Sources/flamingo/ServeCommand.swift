@@ -248,6 +248,14 @@ struct ServeOptions: ParsableArguments {
     @Option(name: .customLong("shutdown-grace"), help: "Seconds requests in flight get to finish after SIGTERM.")
     var shutdownGrace: Double = 30
 
+    @Option(name: .customLong("idle-timeout"),
+            help: "Seconds a connection may send nothing (before a request, between requests, or while sending one) before it is closed.")
+    var idleTimeout: Double = 60
+
+    @Option(name: .customLong("max-connections"),
+            help: "Most connections open at once (more wait to be accepted); lowered to what the open-file limit allows.")
+    var maxConnections = 4096
+
     @Flag(name: .customLong("exit-on-stdin-close"),
           help: "Stop gracefully (as on SIGTERM) when standard input closes (the supervisor's lifeline to its pipeline).")
     var exitOnStdinClose = false
@@ -277,6 +285,10 @@ struct ServeOptions: ParsableArguments {
         c.limits.requestTimeout = .milliseconds(Int64(requestTimeout * 1000))
         guard shutdownGrace >= 0, shutdownGrace.isFinite else { throw ValidationError("--shutdown-grace must be at least 0") }
         c.shutdownGrace = .milliseconds(Int64(shutdownGrace * 1000))
+        guard idleTimeout > 0, idleTimeout.isFinite else { throw ValidationError("--idle-timeout must be positive") }
+        c.limits.idleTimeout = .milliseconds(Int64(idleTimeout * 1000))
+        guard maxConnections >= 1 else { throw ValidationError("--max-connections must be at least 1") }
+        c.maxConnections = maxConnections
         return c
     }
 }

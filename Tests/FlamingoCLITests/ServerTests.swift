@@ -16,11 +16,12 @@ final class ServeProcess: @unchecked Sendable {
     private let lock = NSLock()
 
     /// Starts the server on a free port and waits until it listens.
+    /// - Parameter openFileLimit: run it under `ulimit -n` this (alone only).
     /// - Parameter cleanSignalMask: start mpirun with no signal blocked, as a shell or systemd would
     ///   (Foundation's Process passes on the mask of the thread that spawns it, and Dispatch's
     ///   threads block nearly every signal: mpirun would never see a SIGUSR1).
-    init(_ arguments: [String], environment: [String: String] = [:], ranks: Int? = nil, timeout: TimeInterval = 120,
-         cleanSignalMask: Bool = false) throws {
+    init(_ arguments: [String], environment: [String: String] = [:], ranks: Int? = nil, openFileLimit: Int? = nil,
+         timeout: TimeInterval = 120, cleanSignalMask: Bool = false) throws {
         self.ranks = ranks
         var env = ProcessInfo.processInfo.environment
         env["OPENBLAS_CORETYPE"] = env["OPENBLAS_CORETYPE"] ?? "Haswell"
@@ -38,6 +39,10 @@ final class ServeProcess: @unchecked Sendable {
                 process.executableURL = URL(fileURLWithPath: mpirun[0])
                 process.arguments = Array(mpirun.dropFirst())
             }
+        } else if let openFileLimit {
+            // exec: the shell becomes the server, so signals reach it.
+            process.executableURL = URL(fileURLWithPath: "/bin/sh")
+            process.arguments = ["-c", "ulimit -n \(openFileLimit) && exec \"$0\" \"$@\"", CLI.binary] + serve
         } else {
             process.executableURL = URL(fileURLWithPath: CLI.binary)
             process.arguments = serve
@@ -79,6 +84,18 @@ final class ServeProcess: @unchecked Sendable {
             return nil
         }
         return process.terminationStatus
+    }
+
+    /// Processes of this server still alive (any rank, and mpirun).
+    var survivors: [Int32] {
+        var pids: [Int32] = []
+        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+            guard let pid = Int32(entry), let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+            if environ.split(separator: 0).contains(where: { $0.elementsEqual("FLAMINGO_TEST_MARKER=\(marker)".utf8) }) {
+                pids.append(pid)
+            }
+        }
+        return pids
     }
 
     /// Under mpirun: the process of rank 0 (the one serving HTTP).
@@ -127,8 +144,11 @@ enum Python {
                     executable: "/usr/bin/env", prepend: ["python3"])
     }
 
-    static var hasOpenAI: Bool {
-        (try? CLI.run(["-c", "import openai"], executable: "/usr/bin/env", prepend: ["python3"]).status) == 0
+    static var hasOpenAI: Bool { has("openai") }
+
+    /// Whether python3 can import these modules ("openai, requests").
+    static func has(_ modules: String) -> Bool {
+        (try? CLI.run(["-c", "import \(modules)"], executable: "/usr/bin/env", prepend: ["python3"]).status) == 0
     }
 }
 

@@ -47,11 +47,7 @@ public final class SupervisedServer: Sendable {
     /// Serves until SIGTERM or SIGINT: then stops accepting, lets requests in flight finish (at most
     /// `shutdownGrace`), stops the pipeline gracefully and returns.
     public func run(onListening: @escaping @Sendable (Int) async -> Void = { _ in }) async throws {
-        let app = Application(
-            router: router(),
-            configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "flamingo"),
-            onServerRunning: { channel in await onListening(channel.localAddress?.port ?? self.configuration.port) },
-            logger: logger)
+        let app = httpApplication(router: router(), configuration: configuration, logger: logger, onListening: onListening)
         // Shut down in reverse order: the HTTP server first (requests in flight finish on a
         // pipeline still running), then the pipeline.
         var group = ServiceGroupConfiguration(services: [.init(service: supervisor), .init(service: app)],
