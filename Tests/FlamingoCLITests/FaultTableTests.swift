@@ -67,21 +67,6 @@ final class MarkedRun: @unchecked Sendable {
     }
 }
 
-/// Processes whose environment has FLAMINGO_TEST_MARKER=marker, with their MPI rank (-1: none).
-func markedProcesses(_ marker: String) -> [(pid: Int32, rank: Int)] {
-    var found: [(Int32, Int)] = []
-    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-        guard let pid = Int32(entry), pid != getpid(),
-              let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
-        let vars = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-        guard vars.contains("FLAMINGO_TEST_MARKER=\(marker)") else { continue }
-        // A zombie's environment reads empty; a live process has its rank, or none (mpirun).
-        let rank = vars.first { $0.hasPrefix("OMPI_COMM_WORLD_RANK=") }.flatMap { Int($0.dropFirst(21)) } ?? -1
-        found.append((pid, rank))
-    }
-    return found
-}
-
 /// What the user saw: the lines that say why the run ended.
 private func reasonLines(_ text: String) -> String {
     text.split(separator: "\n").filter { $0.hasPrefix("error:") || $0.contains("noticed that process") }

@@ -54,20 +54,8 @@ final class ServeProcess: @unchecked Sendable {
         try process.run()
         let box = stderr, lock = self.lock
         drain(err, into: box, lock: lock)
-        let deadline = Date().addingTimeInterval(timeout)
-        var found: Int? = nil
-        while found == nil && Date() < deadline && process.isRunning {
-            usleep(20_000)
-            let text = lock.withLock { String(decoding: box.value, as: UTF8.self) }
-            if let range = text.range(of: #"serving \S+ on http://127\.0\.0\.1:(\d+)/v1"#, options: .regularExpression) {
-                found = Int(text[range].split(separator: ":").last!.split(separator: "/").first!)
-            }
-        }
-        guard let found else {
-            if process.isRunning { process.terminate() }
-            throw CLIFailure("flamingo serve did not start: \(lock.withLock { String(decoding: box.value, as: UTF8.self) })")
-        }
-        port = found
+        port = try awaitListening(process, output: box, lock: lock, line: #"serving \S+ on http://127\.0\.0\.1:(\d+)/v1"#,
+                                  what: "flamingo serve", timeout: timeout)
     }
 
     var url: String { "http://127.0.0.1:\(port)/v1" }
@@ -87,31 +75,46 @@ final class ServeProcess: @unchecked Sendable {
     }
 
     /// Processes of this server still alive (any rank, and mpirun).
-    var survivors: [Int32] {
-        var pids: [Int32] = []
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = Int32(entry), let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
-            if environ.split(separator: 0).contains(where: { $0.elementsEqual("FLAMINGO_TEST_MARKER=\(marker)".utf8) }) {
-                pids.append(pid)
-            }
-        }
-        return pids
-    }
+    var survivors: [Int32] { markedProcesses(marker).map(\.pid) }
 
     /// Under mpirun: the process of rank 0 (the one serving HTTP).
-    var rankZero: Int32? {
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = Int32(entry), pid != process.processIdentifier,
-                  let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
-            let vars = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            if vars.contains("FLAMINGO_TEST_MARKER=\(marker)") && vars.contains("OMPI_COMM_WORLD_RANK=0") { return pid }
-        }
-        return nil
-    }
+    var rankZero: Int32? { markedProcesses(marker).first { $0.rank == 0 }?.pid }
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
+}
+
+/// Processes whose environment has FLAMINGO_TEST_MARKER=marker, with their MPI rank (-1: none).
+func markedProcesses(_ marker: String) -> [(pid: Int32, rank: Int)] {
+    var found: [(Int32, Int)] = []
+    for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
+        guard let pid = Int32(entry), pid != getpid(),
+              let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
+        let vars = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
+        guard vars.contains("FLAMINGO_TEST_MARKER=\(marker)") else { continue }
+        // A zombie's environment reads empty; a live process has its rank, or none (mpirun).
+        let rank = vars.first { $0.hasPrefix("OMPI_COMM_WORLD_RANK=") }.flatMap { Int($0.dropFirst(21)) } ?? -1
+        found.append((pid, rank))
+    }
+    return found
+}
+
+/// The port in the first line of `output` matching `line` (a pattern ending in ":PORT/v1"), waiting
+/// up to `timeout`; throws (and ends `process`) when it never comes.
+func awaitListening(_ process: Process, output box: UncheckedBox<Data>, lock: NSLock, line: String, what: String,
+                    timeout: TimeInterval) throws -> Int {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline && process.isRunning {
+        usleep(20_000)
+        let text = lock.withLock { String(decoding: box.value, as: UTF8.self) }
+        if let range = text.range(of: line, options: .regularExpression),
+           let port = Int(text[range].split(separator: ":").last!.split(separator: "/").first!) {
+            return port
+        }
+    }
+    if process.isRunning { process.terminate() }
+    throw CLIFailure("\(what) did not start: \(lock.withLock { String(decoding: box.value, as: UTF8.self) })")
 }
 
 /// Appends everything `pipe` delivers to `box` (under `lock`) until it closes. Raw read(2) with

@@ -32,20 +32,8 @@ final class SupervisorProcess: @unchecked Sendable {
         try process.run()
         let box = output, lock = self.lock
         drain(err, into: box, lock: lock)
-        let deadline = Date().addingTimeInterval(timeout)
-        var found: Int? = nil
-        while found == nil && Date() < deadline && process.isRunning {
-            usleep(20_000)
-            let text = lock.withLock { String(decoding: box.value, as: UTF8.self) }
-            if let range = text.range(of: #"supervisor listening on http://127\.0\.0\.1:(\d+)/v1"#, options: .regularExpression) {
-                found = Int(text[range].split(separator: ":").last!.split(separator: "/").first!)
-            }
-        }
-        guard let found else {
-            if process.isRunning { process.terminate() }
-            throw CLIFailure("the supervisor did not start: \(lock.withLock { String(decoding: box.value, as: UTF8.self) })")
-        }
-        port = found
+        port = try awaitListening(process, output: box, lock: lock, line: #"supervisor listening on http://127\.0\.0\.1:(\d+)/v1"#,
+                                  what: "the supervisor", timeout: timeout)
     }
 
     var base: String { "http://127.0.0.1:\(port)" }
@@ -53,16 +41,7 @@ final class SupervisorProcess: @unchecked Sendable {
 
     /// Processes started under this supervisor (mpirun and the ranks), by MPI rank (-1: mpirun itself).
     var children: [(pid: Int32, rank: Int)] {
-        var found: [(Int32, Int)] = []
-        for entry in (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? [] {
-            guard let pid = Int32(entry), pid != process.processIdentifier,
-                  let environ = FileManager.default.contents(atPath: "/proc/\(pid)/environ") else { continue }
-            let vars = environ.split(separator: 0).map { String(decoding: $0, as: UTF8.self) }
-            guard vars.contains("FLAMINGO_TEST_MARKER=\(marker)") else { continue }
-            let rank = vars.first { $0.hasPrefix("OMPI_COMM_WORLD_RANK=") }.flatMap { Int($0.dropFirst(21)) } ?? -1
-            found.append((pid, rank))
-        }
-        return found
+        markedProcesses(marker).filter { $0.pid != process.processIdentifier }
     }
 
     /// Polls /health until it answers `status` (true) or `timeout` passes (false).
