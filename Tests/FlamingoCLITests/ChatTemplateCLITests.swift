@@ -1,3 +1,4 @@
+import FlamingoModel
 import Foundation
 import Testing
 
@@ -59,4 +60,50 @@ private func expectCleanFailure(_ arguments: [String], mentions expected: String
     let notJSON = dir.appendingPathComponent("m.json")
     try Data("{\"messages\": [".utf8).write(to: notJSON)
     try expectCleanFailure(["--model", llama, "--messages", notJSON.path], mentions: "is not JSON")
+}
+
+/// POST a JSON body, outside the openai client; returns the status and the body.
+private func post(_ url: String, _ body: Data) throws -> (Int, String) {
+    let r = try CLI.run(["-c", """
+        import sys, urllib.request, urllib.error
+        req = urllib.request.Request(sys.argv[1], data=open(sys.argv[2], 'rb').read(), headers={'Content-Type': 'application/json'})
+        try:
+            r = urllib.request.urlopen(req, timeout=60); print(r.status); print(r.read().decode())
+        except urllib.error.HTTPError as e:
+            print(e.code); print(e.read().decode())
+        """, url, try temporaryFile(body).path], executable: "/usr/bin/env", prepend: ["python3"])
+    let lines = r.stdout.split(separator: "\n", maxSplits: 1, omittingEmptySubsequences: false)
+    return (Int(lines.first ?? "") ?? -1, lines.count > 1 ? String(lines[1]) : "")
+}
+
+private func temporaryFile(_ data: Data, extension ext: String = "json") throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("flamingo-test-\(UUID().uuidString).\(ext)")
+    try data.write(to: url)
+    return url
+}
+
+@Test func serveBuildsPromptsWithTheModelsOwnTemplate() throws {
+    let dir = try CLI.scratchModel("interval1")
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let config = try JSONSerialization.jsonObject(with: Data(contentsOf: templates.appendingPathComponent("idefics2-8b/chat_template.json"))) as! [String: Any]
+    try Data((config["chat_template"] as! String).utf8).write(to: dir.appendingPathComponent("chat_template.jinja"))
+    let server = try ServeProcess(["--model", dir.path, "--threads", "1"])
+    let spec = try JSONSerialization.jsonObject(with: Data(contentsOf: templates.appendingPathComponent("cases/multi-turn-parts.json"))) as! [String: Any]
+    let body = try JSONSerialization.data(withJSONObject: ["messages": spec["messages"]!, "max_tokens": 1, "temperature": 0])
+    let (status, text) = try post(server.url + "/chat/completions", body)
+    #expect(status == 200, "\(text)")
+    let usage = try #require((try JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any])?["usage"] as? [String: Any])
+    // The prompt the server tokenized is jinja2's render of the model's template.
+    let expected = PromptBuilder(tokenizer: try Tokenizer(contentsOf: dir)).tokens(try golden("idefics2-8b", "multi-turn-parts")).count
+    #expect(usage["prompt_tokens"] as? Int == expected)
+    #expect(server.terminate() == 0, "\(server.errorOutput)")
+}
+
+@Test func serveRefusesABadTemplateFileBeforeLoading() throws {
+    let bad = try temporaryFile(Data("ok\n{% macro m() %}{% endmacro %}".utf8), extension: "jinja")
+    let r = try CLI.run(["serve", "--model", CLI.models.appendingPathComponent("interval1").path, "--port", "0",
+                         "--chat-template", bad.path], timeout: 30)
+    #expect(r.status != 0)
+    #expect(!r.crashed)
+    #expect(r.stderr.contains("unsupported tag 'macro' at line 2"), "\(r.stderr)")
 }
