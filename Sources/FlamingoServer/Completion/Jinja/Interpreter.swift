@@ -53,7 +53,7 @@ final class JinjaRenderer {
                 let flow = try runFor(target: target, iterable: iterable, filter: filter, body: body, otherwise: otherwise, line: line)
                 if flow != .normal { return flow }
             case .set(let target, let expr, let line):
-                try assign(target, try eval(expr), line: line)
+                try bind(target, try eval(expr), line: line)
             case .setBlock(let target, let filters, let body, let line):
                 let saved = output
                 output = ""
@@ -61,7 +61,7 @@ final class JinjaRenderer {
                 var value = JinjaValue.string(output)
                 output = saved
                 for f in filters { value = try applyFilter(f, to: value) }
-                try assign(target, value, line: line)
+                try bind(target, value, line: line)
             case .breakLoop:
                 return .breakLoop
             case .continueLoop:
@@ -115,10 +115,6 @@ final class JinjaRenderer {
             }
             ns.attributes[attr] = value
         }
-    }
-
-    private func assign(_ target: JinjaTarget, _ value: JinjaValue, line: Int) throws(ChatTemplateError) {
-        try bind(target, value, line: line)
     }
 
     // MARK: - Names and iteration
