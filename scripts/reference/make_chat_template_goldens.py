@@ -119,7 +119,7 @@ INTERPRETER_CASES = [
     ("loop-variables", "{% for x in xs %}{{ loop.index }}{{ loop.index0 }}{{ loop.revindex }}{{ loop.revindex0 }}"
      "{{ loop.first }}{{ loop.last }}{{ loop.length }}[{{ loop.previtem }}|{{ loop.nextitem }}];{% endfor %}", {"xs": ["a", "b", "c"]}),
     ("loop-filter-and-else", "{% for x in xs if x is even %}{{ loop.index }}/{{ loop.length }}:{{ x }} {% else %}none{% endfor %}"
-     "{% for x in [] %}x{% else %}empty{% endfor %}", {"xs": [1, 2, 3, 4]}),
+     "{% for x in [] %}x{% else %}empty{% set inside = 1 %}{% endfor %}[{{ inside }}]", {"xs": [1, 2, 3, 4]}),
     ("loop-scoping", "{% set y = 1 %}{% for x in [1, 2] %}{% if loop.first %}{% set z = 5 %}{% endif %}[{{ z }}]"
      "{% set y = y + x %}{{ y }}{% endfor %}{{ y }}", {}),
     ("loop-over-dict-string-undefined", "{% for k in d %}{{ k }}{% endfor %}|{% for c in 'abc' %}{{ c }}-{% endfor %}|"

@@ -84,7 +84,12 @@ final class JinjaRenderer {
             }
             items = kept
         }
-        if items.isEmpty { return try run(otherwise) }
+        if items.isEmpty {
+            // The else block has the loop's scope too: what it sets is gone after the loop.
+            frames.append([:])
+            defer { frames.removeLast() }
+            return try run(otherwise)
+        }
         for (index, item) in items.enumerated() {
             frames.append(["loop": .loop(LoopState(index0: index, items: items, depth0: 0))])
             defer { frames.removeLast() }
