@@ -29,7 +29,8 @@ public final class OpenAIServer: Sendable {
     public let logger: Logger
     let started = Int(Date().timeIntervalSince1970)
 
-    /// - Throws: when the model cannot be served (it has no tokenizer.json).
+    /// - Throws: when the model cannot be served (it has no tokenizer.json, or its chat template
+    ///   does not load).
     public init(engine: any GenerationEngine, configuration: ServerConfiguration, metrics: ServerMetrics = ServerMetrics(),
                 logger: Logger = Logger(label: "flamingo.server")) throws {
         self.engine = engine
@@ -39,7 +40,7 @@ public final class OpenAIServer: Sendable {
         modelID = configuration.servedModelName ?? engine.directory.url.standardizedFileURL.lastPathComponent
         builder = try ChatRequestBuilder(directory: engine.directory, limits: configuration.limits,
                                          allowLocalFiles: configuration.allowLocalFiles,
-                                         templateStyle: configuration.chatTemplate)
+                                         chatTemplate: configuration.chatTemplate)
     }
 
     // MARK: - Running

@@ -12,8 +12,9 @@ public struct ServerConfiguration: Sendable {
     public var servedModelName: String?
     /// Accept `file://` image URLs naming files on the server.
     public var allowLocalFiles: Bool = false
-    /// How messages become the prompt (`ChatTemplate`).
-    public var chatTemplate: ChatTemplate.Style = .idefics
+    /// How messages become the prompt: by default the model's own chat template, else the
+    /// built-in idefics style (`ChatTemplateSelection`).
+    public var chatTemplate: ChatTemplateSelection = .model(fallback: .idefics)
     public var limits = ServerLimits()
     /// Most connections open at once; past it the server accepts no more until some close (they
     /// wait in the listen backlog). Lowered at start-up to what the open-file limit allows.

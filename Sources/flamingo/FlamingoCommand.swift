@@ -21,7 +21,7 @@ struct FlamingoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flamingo",
         abstract: "Flamingo visual language model inference, in one process or pipelined across MPI ranks.",
-        subcommands: [GenerateCommand.self, ServeCommand.self, PlanCommand.self, EvalCommand.self, InfoCommand.self, BenchCommand.self,
+        subcommands: [GenerateCommand.self, ServeCommand.self, ChatTemplateCommand.self, PlanCommand.self, EvalCommand.self, InfoCommand.self, BenchCommand.self,
                       SynthCommand.self, QuantizeCommand.self, ProfileCommand.self, SimulateCommand.self]
     )
 }

@@ -220,8 +220,10 @@ struct ServeOptions: ParsableArguments {
     var allowLocalFiles = false
 
     @Option(name: .customLong("chat-template"),
-            help: "How messages become the prompt: idefics ('User: ...', 'Assistant:' turns, for instruct models) or plain (the contents back to back, for base models such as models/demo).")
-    var chatTemplate: ChatTemplate.Style = .idefics
+            help: ArgumentHelp("How messages become the prompt (default: the model's own chat_template, else idefics).",
+                               discussion: "idefics: 'User: ...', 'Assistant:' turns, for instruct models; plain: the contents back to back, for base models such as models/demo; anything else: a Jinja template file (FILE.jinja, or a JSON file with \"chat_template\").",
+                               valueName: "idefics|plain|FILE"))
+    var chatTemplate: String?
 
     @Option(name: .customLong("max-body-size"), help: "Largest request body, images included (e.g. 32MiB).")
     var maxBodySize = "32MiB"
@@ -269,7 +271,16 @@ struct ServeOptions: ParsableArguments {
         c.apiKey = (key?.isEmpty ?? true) ? nil : key
         c.servedModelName = servedModelName
         c.allowLocalFiles = allowLocalFiles
-        c.chatTemplate = chatTemplate
+        c.chatTemplate = ChatTemplateSelection(argument: chatTemplate)
+        if case .file(let url) = c.chatTemplate {
+            // Parse now, so a bad template is one line before any model loads.
+            do {
+                let text = try ModelChatTemplate.text(contentsOf: url)
+                _ = try ModelChatTemplate(text: text, origin: url.path, specialTokens: [])
+            } catch {
+                throw ValidationError("--chat-template: \(error.errorDescription ?? "\(error)")")
+            }
+        }
         guard let body = parseByteSize(maxBodySize) else { throw ValidationError("--max-body-size: cannot read '\(maxBodySize)'") }
         c.limits.maxBodyBytes = body
         guard maxImages >= 0 else { throw ValidationError("--max-images must be at least 0") }
@@ -292,5 +303,3 @@ struct ServeOptions: ParsableArguments {
         return c
     }
 }
-
-extension ChatTemplate.Style: ExpressibleByArgument {}

@@ -12,10 +12,12 @@ public struct PromptBuilder: Sendable {
 
     public init(tokenizer: Tokenizer) { self.tokenizer = tokenizer }
 
-    /// The processor's full text for `prompt`, and how many images it references.
-    public func expandedText(_ prompt: String) -> (text: String, imageCount: Int) {
+    /// The processor's full text for `prompt`, and how many images it references. `addBOS` false:
+    /// no BOS in front (a chat template that already wrote it; transformers' processors then do not
+    /// add another).
+    public func expandedText(_ prompt: String, addBOS: Bool = true) -> (text: String, imageCount: Int) {
         let segments = prompt.components(separatedBy: Self.imageMarker)
-        var text = tokenizer.bosTokenID.flatMap { tokenizer.token(for: $0) } ?? ""
+        var text = addBOS ? tokenizer.bosTokenID.flatMap { tokenizer.token(for: $0) } ?? "" : ""
         var lastWasImage = false
         for (i, segment) in segments.enumerated() {
             if i > 0 {
@@ -33,7 +35,7 @@ public struct PromptBuilder: Sendable {
     }
 
     /// Token ids of `prompt`.
-    public func tokens(_ prompt: String) -> [Int] {
-        tokenizer.encode(expandedText(prompt).text, addSpecialTokens: false)
+    public func tokens(_ prompt: String, addBOS: Bool = true) -> [Int] {
+        tokenizer.encode(expandedText(prompt, addBOS: addBOS).text, addSpecialTokens: false)
     }
 }

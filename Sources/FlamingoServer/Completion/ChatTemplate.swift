@@ -1,4 +1,5 @@
 import FlamingoModel
+import Foundation
 
 /// How a conversation becomes one IDEFICS prompt (the format IDEFICS was trained and instructed
 /// with, "User:" / "Assistant:" turns; HuggingFaceM4/idefics-9b-instruct's chat template):
@@ -17,6 +18,9 @@ import FlamingoModel
 /// The `plain` style is for base (not instruction-tuned) models such as models/demo: the messages'
 /// contents back to back, nothing added, so a user message `<image>Question: ...? Answer:` is the
 /// prompt as the model was trained on it.
+///
+/// A model's own Jinja `chat_template` is `ModelChatTemplate`; `ChatTemplateSelection` says which
+/// of the two a server uses.
 public struct ChatTemplate: Sendable, Equatable {
     public static let endOfUtteranceToken = "<end_of_utterance>"
 
@@ -43,8 +47,10 @@ public struct ChatTemplate: Sendable, Equatable {
     }
 
     /// The prompt text with one `<image>` marker per image part, and the image URLs in prompt order
-    /// (with their request paths, for error messages).
-    public func render(_ messages: [ChatCompletionRequest.Message]) -> (prompt: String, images: [(url: String, param: String)]) {
+    /// (with their request paths, for error messages). `addGenerationPrompt` false leaves out the
+    /// final `Assistant:` (idefics style), as a chat template's `add_generation_prompt` does.
+    public func render(_ messages: [ChatCompletionRequest.Message],
+                       addGenerationPrompt: Bool = true) -> (prompt: String, images: [(url: String, param: String)]) {
         var prompt = ""
         var images: [(url: String, param: String)] = []
         let eou = endOfUtterance ?? ""
@@ -68,7 +74,47 @@ public struct ChatTemplate: Sendable, Equatable {
             case .assistant: prompt += "Assistant: " + body + eou + "\n"
             }
         }
-        if style == .idefics { prompt += "Assistant:" }
+        if style == .idefics, addGenerationPrompt { prompt += "Assistant:" }
         return (prompt, images)
+    }
+}
+
+/// Which prompt format a server uses (`flamingo serve --chat-template`).
+public enum ChatTemplateSelection: Sendable, Equatable {
+    /// The model's own chat template (`ModelChatTemplate.find(in:)`) when it has one, else the
+    /// built-in `fallback` style. The default.
+    case model(fallback: ChatTemplate.Style)
+    /// A built-in style, whatever the model ships.
+    case builtIn(ChatTemplate.Style)
+    /// A Jinja file (or a JSON file with "chat_template"), whatever the model ships.
+    case file(URL)
+
+    /// `--chat-template VALUE`: a style name (`idefics`, `plain`), else a file path; nil: `.model`.
+    public init(argument: String?) {
+        guard let argument else { self = .model(fallback: .idefics); return }
+        if let style = ChatTemplate.Style(rawValue: argument) { self = .builtIn(style) } else { self = .file(URL(fileURLWithPath: argument)) }
+    }
+}
+
+/// The prompt format in use: a built-in style or a model's Jinja template.
+public enum PromptTemplate: Sendable {
+    case builtIn(ChatTemplate)
+    case jinja(ModelChatTemplate)
+
+    /// Resolves `selection` for the model in `directory` (`tokenizer` decides the built-in
+    /// styles' `<end_of_utterance>`).
+    public init(_ selection: ChatTemplateSelection, directory: URL, tokenizer: Tokenizer?) throws(ChatTemplateLoadError) {
+        switch selection {
+        case .builtIn(let style):
+            self = .builtIn(ChatTemplate(style: style, tokenizer: tokenizer))
+        case .file(let url):
+            self = .jinja(try ModelChatTemplate(contentsOf: url, modelDirectory: directory))
+        case .model(let fallback):
+            if let own = try ModelChatTemplate.find(in: directory) {
+                self = .jinja(own)
+            } else {
+                self = .builtIn(ChatTemplate(style: fallback, tokenizer: tokenizer))
+            }
+        }
     }
 }

@@ -23,10 +23,28 @@ public struct ChatCompletionRequest: Sendable, Equatable {
             self.role = role
             self.parts = parts
         }
+
+        /// The message as OpenAI's JSON, content as a list of parts.
+        public var json: JSON {
+            .object([
+                ("role", .string(role.rawValue)),
+                ("content", .array(parts.map { part in
+                    switch part {
+                    case .text(let text): .object([("type", .string("text")), ("text", .string(text))])
+                    case .image(let url, _): .object([("type", .string("image_url")), ("image_url", .object([("url", .string(url))]))])
+                    }
+                })),
+            ])
+        }
     }
 
     public var model: String?
     public var messages: [Message]
+    /// The messages exactly as sent (JSON objects), for a model's own chat template, which sees
+    /// what transformers would: string content stays a string, empty text parts stay, and any
+    /// other member of a message is there too. `messages` and this list hold the same images in
+    /// the same order.
+    public var templateMessages: [JSON]
     /// `max_completion_tokens`, else `max_tokens`; nil: as many as the limits allow.
     public var maxTokens: Int?
     /// nil: OpenAI's default, 1.
@@ -43,11 +61,14 @@ public struct ChatCompletionRequest: Sendable, Equatable {
     /// Most stop sequences a request may give.
     public static let maxStopSequences = 16
 
-    public init(model: String? = nil, messages: [Message], maxTokens: Int? = nil, temperature: Double? = nil,
-                topP: Double? = nil, seed: Int64? = nil, stop: [String] = [], stream: Bool = false,
-                includeUsage: Bool = false) {
+    /// - Parameter templateMessages: the messages as a client would send them; nil: built from
+    ///   `messages` (content as a list of parts).
+    public init(model: String? = nil, messages: [Message], templateMessages: [JSON]? = nil, maxTokens: Int? = nil,
+                temperature: Double? = nil, topP: Double? = nil, seed: Int64? = nil, stop: [String] = [],
+                stream: Bool = false, includeUsage: Bool = false) {
         self.model = model
         self.messages = messages
+        self.templateMessages = templateMessages ?? messages.map(\.json)
         self.maxTokens = maxTokens
         self.temperature = temperature
         self.topP = topP
@@ -90,6 +111,7 @@ public struct ChatCompletionRequest: Sendable, Equatable {
                            param: "messages", code: "empty_array")
         }
         messages = try list.enumerated().map { try Self.message($1, param: "messages[\($0)]") }
+        templateMessages = list
 
         let maxCompletion = try fields.integer("max_completion_tokens")
         let maxTokensField = try fields.integer("max_tokens")
