@@ -73,8 +73,8 @@ private func reasonLines(_ text: String) -> String {
         .prefix(2).joined(separator: " | ")
 }
 
-private let model = CLI.models.appendingPathComponent("interval1").path
-private let generate = ["generate", "--model", model, "--prompt", "a b c", "--max-tokens", "24", "--greedy",
+private let faultModel = CLI.models.appendingPathComponent("interval1").path
+private let generate = ["generate", "--model", faultModel, "--prompt", "a b c", "--max-tokens", "24", "--greedy",
                         "--threads", "1", "--peer-timeout", "3"]
 
 struct FaultCase: CustomTestStringConvertible, Sendable {
@@ -87,7 +87,8 @@ struct FaultCase: CustomTestStringConvertible, Sendable {
     }
 }
 
-@Suite(.serialized) struct FaultTableTests {
+// In the serialized ServeTests suite: see SupervisorTests.swift.
+extension ServeTests {
     /// `generate` over 3 ranks: the rank held in `phase` (FLAMINGO_FAULT_HOLD) gets the signal.
     @Test(arguments: FaultCase.all(phases: ["load", "prefill", "decode"], ranks: [0, 1, 2]))
     func generateWithADeadOrStoppedRank(_ fault: FaultCase) throws {
@@ -241,7 +242,7 @@ struct FaultCase: CustomTestStringConvertible, Sendable {
     }
 }
 
-extension FaultTableTests {
+extension ServeTests {
     /// A client that goes away mid-stream (SIGKILL of curl): every rank drops the sequence, the
     /// slot frees, and the server goes on serving.
     @Test func aClientThatDisconnectsMidStreamFreesItsSequence() throws {

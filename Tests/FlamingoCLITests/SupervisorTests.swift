@@ -113,8 +113,10 @@ final class BackgroundRequest: @unchecked Sendable {
     }
 }
 
-@Suite(.serialized) struct SupervisorTests {
-    let model = CLI.models.appendingPathComponent("interval1").path
+// In the serialized ServeTests suite (whose `model` is interval1 too): these tests block a thread
+// for seconds at a time, and more such suites side by side would starve the cooperative pool
+// the in-process server tests need.
+extension ServeTests {
 
     @Test func aRankKilledMidStreamIsRecoveredFrom() throws {
         try #require(MPI.available, "mpirun is missing")
