@@ -148,6 +148,11 @@ func runServing(pipelineOptions: PipelineCommandOptions, modelOptions: ModelOpti
             progress.finish()
             try await start(engine)
         }
+        if ProcessInfo.processInfo.environment["FLAMINGO_MEMORY_REPORT"] == "1" {
+            // A diagnostic for soaks: how much of this rank's memory is the tensor caches.
+            let rss = String(format: "%.1f MB", Double(ProcessMemory.residentBytes) / 1e6)
+            FileHandle.standardError.write(Data("memory: rank \(transport.rank): RSS \(rss); tensor memory \(TensorMemory.statistics)\n".utf8))
+        }
         mpi?.finalize()
     } catch let code as ExitCode {
         exit(code.rawValue)
