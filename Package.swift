@@ -7,6 +7,21 @@ let fastMath: [SwiftSetting] = [
     .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
 ]
 
+// One libFuzzer target per decoder of untrusted bytes (Fuzz/Targets/NAME, corpus in
+// Fuzz/corpus/NAME; README "Fuzzing"). A normal build makes each a replay runner (it runs the
+// files it is given once; scripts/test replays the corpus); `scripts/fuzz NAME SECONDS` builds them
+// with -sanitize=fuzzer,address in .build-fuzz, where the same @main hands over to libFuzzer.
+let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
+    ("wire-frame", ["FlamingoCluster", "FlamingoCore"]),
+    ("safetensors-header", ["FlamingoModel", "FlamingoCore"]),
+    ("safetensors-index", ["FlamingoModel"]),
+    ("tokenizer", ["FlamingoModel"]),
+    ("model-config", ["FlamingoModel"]),
+    ("image", ["FlamingoModel", "FlamingoCore"]),
+    ("chat-request", ["FlamingoServer", "FlamingoModel", "FlamingoCore"]),
+    ("data-url", ["FlamingoServer", "FlamingoModel"]),
+]
+
 let package = Package(
     name: "flamingo-cluster",
     platforms: [.macOS(.v14)],
@@ -89,5 +104,10 @@ let package = Package(
             "FlamingoServer", "FlamingoCore", .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "Logging", package: "swift-log"),
         ]),
-    ]
+        // libFuzzer support for the fuzz targets below: the driver when linked, else a corpus replay.
+        .target(name: "CFuzzDriver", path: "Fuzz/Support/CFuzzDriver"),
+        .target(name: "FuzzSupport", dependencies: ["CFuzzDriver"], path: "Fuzz/Support/FuzzSupport"),
+    ] + fuzzTargets.map { name, dependencies in
+        .executableTarget(name: "fuzz-\(name)", dependencies: ["FuzzSupport"] + dependencies, path: "Fuzz/Targets/\(name)")
+    }
 )

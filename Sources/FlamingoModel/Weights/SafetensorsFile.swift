@@ -88,8 +88,14 @@ struct JSONKey: CodingKey {
     init?(intValue: Int) { nil }
 }
 
+/// A whole file's bytes, read-only, alive as long as this object.
+protocol FileBytes: AnyObject, Sendable {
+    var base: UnsafeRawPointer { get }
+    var size: Int { get }
+}
+
 /// A read-only memory mapping of a whole file, unmapped when the last reference goes.
-final class MappedFile: @unchecked Sendable {
+final class MappedFile: FileBytes, @unchecked Sendable {
     let path: String
     let base: UnsafeRawPointer
     let size: Int
@@ -115,7 +121,24 @@ final class MappedFile: @unchecked Sendable {
     deinit { munmap(UnsafeMutableRawPointer(mutating: base), size) }
 }
 
-/// One `.safetensors` file: `u64 header length | JSON header | data`, memory-mapped. The header is
+/// A copy of a file's bytes on the heap, exactly as long as the data and 64-byte aligned (as
+/// tensors in a mapping are): the backing of a `SafetensorsFile` read from memory.
+final class HeapBytes: FileBytes, @unchecked Sendable {
+    let base: UnsafeRawPointer
+    let size: Int
+
+    init(_ data: Data) {
+        let p = UnsafeMutableRawPointer.allocate(byteCount: max(data.count, 1), alignment: 64)
+        data.copyBytes(to: p.assumingMemoryBound(to: UInt8.self), count: data.count)
+        base = UnsafeRawPointer(p)
+        size = data.count
+    }
+
+    deinit { UnsafeMutableRawPointer(mutating: base).deallocate() }
+}
+
+/// One `.safetensors` file: `u64 header length | JSON header | data`, memory-mapped (or copied
+/// from memory, `init(bytes:name:)`). The header is
 /// validated in full on open (dtypes, shapes, offsets inside the data, sizes consistent), so a
 /// tensor handed out is always backed by real bytes.
 public struct SafetensorsFile: Sendable {
@@ -129,32 +152,45 @@ public struct SafetensorsFile: Sendable {
     public let path: String
     public let entries: [String: Entry]
     public let metadata: [String: String]
-    private let file: MappedFile
+    /// The file's bytes: a mapping, or a heap copy.
+    private let file: any FileBytes
     private let dataOffset: Int
 
     /// Largest header accepted (the format's own limit is 100 MB).
     static let maxHeaderBytes = 100_000_000
 
+    /// Maps the file at `path` and checks its header.
     public init(path: String) throws {
-        let file = try MappedFile(path: path)
+        try self.init(file: MappedFile(path: path), path: path)
+    }
+
+    /// The file's bytes given in memory (copied), checked exactly as a file on disk is;
+    /// `name` stands for the path in errors. For callers that hold the bytes already (and the fuzzer).
+    public init(bytes: Data, name: String) throws {
+        guard !bytes.isEmpty else { throw ModelLoadError.badHeader(file: name, reason: "file is empty") }
+        try self.init(file: HeapBytes(bytes), path: name)
+    }
+
+    private init(file: any FileBytes, path: String) throws {
         self.file = file
         self.path = path
-        guard file.size >= 8 else {
-            throw ModelLoadError.badHeader(file: path, reason: "file is \(file.size) bytes, shorter than the 8-byte length prefix")
+        let base = file.base, size = file.size
+        guard size >= 8 else {
+            throw ModelLoadError.badHeader(file: path, reason: "file is \(size) bytes, shorter than the 8-byte length prefix")
         }
-        let headerLength = Int(clamping: UInt64(littleEndian: file.base.loadUnaligned(as: UInt64.self)))
+        let headerLength = Int(clamping: UInt64(littleEndian: base.loadUnaligned(as: UInt64.self)))
         guard headerLength >= 2, headerLength <= Self.maxHeaderBytes else {
             throw ModelLoadError.badHeader(file: path, reason: "header length \(headerLength) is out of range")
         }
-        guard 8 + headerLength <= file.size else {
-            throw ModelLoadError.badHeader(file: path, reason: "header length \(headerLength) runs past the end of the \(file.size)-byte file")
+        guard 8 + headerLength <= size else {
+            throw ModelLoadError.badHeader(file: path, reason: "header length \(headerLength) runs past the end of the \(size)-byte file")
         }
-        let headerData = Data(bytes: file.base + 8, count: headerLength)
+        let headerData = Data(bytes: base + 8, count: headerLength)
         guard let header = try? JSONDecoder().decode(SafetensorsHeader.self, from: headerData) else {
             throw ModelLoadError.badHeader(file: path, reason: "header is not a JSON object")
         }
         dataOffset = 8 + headerLength
-        let dataSize = file.size - dataOffset
+        let dataSize = size - dataOffset
         var entries: [String: Entry] = [:]
         for (name, entry) in header.entries {
             guard let entry, entry.dataOffsets.count == 2 else {

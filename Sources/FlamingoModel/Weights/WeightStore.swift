@@ -34,41 +34,53 @@ public final class WeightStore: Sendable {
     public static let singleFileName = "model.safetensors"
     public static let indexFileName = "model.safetensors.index.json"
 
-    public init(directory: URL, quantizeMatrices: Bool = false) throws {
-        self.directory = directory
-        self.synthetic = nil
-        self.quantizeMatrices = quantizeMatrices
-        dryRun = false
+    public convenience init(directory: URL, quantizeMatrices: Bool = false) throws {
         let fm = FileManager.default
         let indexURL = directory.appendingPathComponent(Self.indexFileName)
         let singleURL = directory.appendingPathComponent(Self.singleFileName)
         if fm.fileExists(atPath: indexURL.path) {
-            guard let data = try? Data(contentsOf: indexURL),
-                  let map = (try? JSONDecoder().decode(SafetensorsIndex.self, from: data))?.weightMap else {
-                throw ModelLoadError.badIndex(file: indexURL.path, reason: "not a JSON object with a \"weight_map\" of tensor name to file")
+            guard let data = try? Data(contentsOf: indexURL) else {
+                throw ModelLoadError.badIndex(file: indexURL.path, reason: "cannot be read")
             }
-            for file in Set(map.values) where file.contains("/") || file.hasPrefix(".") {
-                throw ModelLoadError.badIndex(file: indexURL.path, reason: "shard name '\(file)' is not a file in the model directory")
-            }
-            fileForTensor = map
-            // Open every shard now: a bad or missing shard fails the load, not a later request.
-            var opened: [String: SafetensorsFile] = [:]
-            for file in Set(map.values).sorted() {
-                let url = directory.appendingPathComponent(file)
-                guard fm.fileExists(atPath: url.path) else { throw ModelLoadError.missingFile(url.path) }
-                opened[file] = try SafetensorsFile(path: url.path)
-            }
-            for (name, file) in map where opened[file]?.entries[name] == nil {
-                throw ModelLoadError.badIndex(file: indexURL.path, reason: "tensor '\(name)' is listed in \(file) but that file does not contain it")
-            }
-            shards = Mutex(opened)
+            try self.init(directory: directory, index: data, quantizeMatrices: quantizeMatrices)
         } else if fm.fileExists(atPath: singleURL.path) {
             let file = try SafetensorsFile(path: singleURL.path)
-            fileForTensor = Dictionary(uniqueKeysWithValues: file.entries.keys.map { ($0, Self.singleFileName) })
-            shards = Mutex([Self.singleFileName: file])
+            self.init(directory: directory, fileForTensor: Dictionary(uniqueKeysWithValues: file.entries.keys.map { ($0, Self.singleFileName) }),
+                      shards: [Self.singleFileName: file], quantizeMatrices: quantizeMatrices)
         } else {
             throw ModelLoadError.missingFile("\(singleURL.path) (or \(Self.indexFileName))")
         }
+    }
+
+    /// The shards of `directory` that `index` (the bytes of a `model.safetensors.index.json`)
+    /// lists. Every shard is opened now: a bad or missing shard fails the load, not a later request.
+    public convenience init(directory: URL, index: Data, quantizeMatrices: Bool = false) throws {
+        let indexPath = directory.appendingPathComponent(Self.indexFileName).path
+        guard let map = (try? JSONDecoder().decode(SafetensorsIndex.self, from: index))?.weightMap else {
+            throw ModelLoadError.badIndex(file: indexPath, reason: "not a JSON object with a \"weight_map\" of tensor name to file")
+        }
+        for file in Set(map.values) where file.contains("/") || file.hasPrefix(".") {
+            throw ModelLoadError.badIndex(file: indexPath, reason: "shard name '\(file)' is not a file in the model directory")
+        }
+        var opened: [String: SafetensorsFile] = [:]
+        for file in Set(map.values).sorted() {
+            let url = directory.appendingPathComponent(file)
+            guard FileManager.default.fileExists(atPath: url.path) else { throw ModelLoadError.missingFile(url.path) }
+            opened[file] = try SafetensorsFile(path: url.path)
+        }
+        for (name, file) in map where opened[file]?.entries[name] == nil {
+            throw ModelLoadError.badIndex(file: indexPath, reason: "tensor '\(name)' is listed in \(file) but that file does not contain it")
+        }
+        self.init(directory: directory, fileForTensor: map, shards: opened, quantizeMatrices: quantizeMatrices)
+    }
+
+    private init(directory: URL, fileForTensor: [String: String], shards: [String: SafetensorsFile], quantizeMatrices: Bool) {
+        self.directory = directory
+        self.fileForTensor = fileForTensor
+        self.shards = Mutex(shards)
+        self.synthetic = nil
+        self.quantizeMatrices = quantizeMatrices
+        dryRun = false
     }
 
     /// A store with no files whose tensors are random, seeded by `seed` and the tensor's name.

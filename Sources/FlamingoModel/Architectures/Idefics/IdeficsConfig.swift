@@ -282,6 +282,21 @@ extension IdeficsConfig {
         try p.encode(resampler.qkLayerNorms, forKey: .qkLayerNorms)
     }
 
+    /// Largest sizes accepted, far above any real model (IDEFICS-80B: width 8192, FFN 22016, 80
+    /// layers, 32k vocabulary, 224 px images) and low enough that every tensor size, byte count and
+    /// sum the model and the planner derive from them fits in Int: a config.json with an image of
+    /// 2^38 pixels per side must be an error, not an overflow in `tokensPerImage`.
+    enum SizeLimit {
+        /// Any width (hidden, FFN, vision, a resampler's heads x head_dim) and any count of heads.
+        static let width = 1 << 18
+        static let vocabulary = 1 << 24
+        /// Layer, block and latent counts.
+        static let count = 1 << 16
+        static let positions = 1 << 24
+        /// Image side in pixels.
+        static let imageSide = 1 << 16
+    }
+
     /// Checks the invariants the model code relies on, naming the offending key.
     func validate() throws {
         func positive(_ value: Int, _ key: String) throws {
@@ -292,10 +307,12 @@ extension IdeficsConfig {
         try positive(text.intermediateSize, "intermediate_size")
         try positive(text.layerCount, "num_hidden_layers")
         try positive(text.headCount, "num_attention_heads")
+        try positive(text.maxPositionEmbeddings, "max_position_embeddings")
         try positive(crossLayerInterval, "cross_layer_interval")
         try positive(vision.hiddenSize, "vision_config.embed_dim")
         try positive(vision.imageSize, "vision_config.image_size")
         try positive(vision.patchSize, "vision_config.patch_size")
+        try positive(vision.intermediateSize, "vision_config.intermediate_size")
         try positive(vision.layerCount, "vision_config.num_hidden_layers")
         try positive(vision.headCount, "vision_config.num_attention_heads")
         if text.layerCount % crossLayerInterval != 0 {
@@ -324,6 +341,31 @@ extension IdeficsConfig {
             try positive(resampler.depth, "perceiver_config.resampler_depth")
             try positive(resampler.headCount, "perceiver_config.resampler_n_heads")
             try positive(resampler.headDim, "perceiver_config.resampler_head_dim")
+        }
+        // Sizes are positive from here on, so the product below cannot overflow.
+        func atMost(_ value: Int, _ limit: Int, _ key: String) throws {
+            if value > limit { throw ConfigError.invalid(key: key, reason: "\(value) is over \(limit), the largest supported") }
+        }
+        try atMost(text.vocabSize, SizeLimit.vocabulary, "vocab_size")
+        try atMost(text.additionalVocabSize, SizeLimit.vocabulary, "additional_vocab_size")
+        try atMost(text.hiddenSize, SizeLimit.width, "hidden_size")
+        try atMost(text.intermediateSize, SizeLimit.width, "intermediate_size")
+        try atMost(text.layerCount, SizeLimit.count, "num_hidden_layers")
+        try atMost(text.headCount, SizeLimit.width, "num_attention_heads")
+        try atMost(text.maxPositionEmbeddings, SizeLimit.positions, "max_position_embeddings")
+        try atMost(vision.hiddenSize, SizeLimit.width, "vision_config.embed_dim")
+        try atMost(vision.intermediateSize, SizeLimit.width, "vision_config.intermediate_size")
+        try atMost(vision.layerCount, SizeLimit.count, "vision_config.num_hidden_layers")
+        try atMost(vision.headCount, SizeLimit.width, "vision_config.num_attention_heads")
+        try atMost(vision.imageSize, SizeLimit.imageSide, "vision_config.image_size")
+        try atMost(vision.patchSize, SizeLimit.imageSide, "vision_config.patch_size")
+        if useResampler {
+            try atMost(resampler.latentCount, SizeLimit.count, "perceiver_config.resampler_n_latents")
+            try atMost(resampler.depth, SizeLimit.count, "perceiver_config.resampler_depth")
+            try atMost(resampler.headCount, SizeLimit.width, "perceiver_config.resampler_n_heads")
+            try atMost(resampler.headDim, SizeLimit.width, "perceiver_config.resampler_head_dim")
+            try atMost(resampler.headCount * resampler.headDim, SizeLimit.width,
+                       "perceiver_config.resampler_n_heads x resampler_head_dim")
         }
     }
 }
