@@ -95,6 +95,14 @@ static inline int flamingo_png_decode_guarded(png_structp png, png_infop info,
     png_set_read_fn(png, state, flamingo_png_read);
     /* Our own limits are checked below; raise libpng's so that it is not the one to refuse. */
     png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+    /* Text, ICC profiles, calibration and suggested palettes never affect the pixels (PIL ignores
+       them when converting to RGB), and libpng 1.6 allocates the length a text or pCAL/sCAL chunk
+       header declares before reading its data, whatever the chunk memory limit says: a 128-byte
+       file announcing a 1.4 GB iTXt chunk cost 1.4 GB of memory before it was found truncated
+       (fuzz-image). Handled as unknown chunks that are never kept, they are skipped instead,
+       read in small pieces and never inflated. */
+    static const png_byte unused_chunks[] = "eXIf\0iCCP\0iTXt\0pCAL\0sCAL\0sPLT\0tEXt\0zTXt";
+    png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, unused_chunks, (int)(sizeof unused_chunks / 5));
     png_read_info(png, info);
 
     png_uint_32 width = png_get_image_width(png, info);

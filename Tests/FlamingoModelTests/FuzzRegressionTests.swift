@@ -76,3 +76,15 @@ func configSizesAreBounded(members: String, key: String, reason: String) {
         _ = try ModelRegistry.configuration(from: json, path: "config.json")
     }
 }
+
+// MARK: image
+
+/// fuzz-image: a 128-byte PNG whose iTXt chunk header declares 1.4 GB. libpng allocated that much
+/// before finding the data missing; text chunks are now skipped unread. (The memory is checked
+/// from outside, in FlamingoCLITests `pngWithAHugeTextChunkFailsInLittleMemory`.)
+@Test func pngWithAHugeTextChunkIsTruncated() throws {
+    let png = try corpus("image", "oom-itxt-length-1.4GB.png")
+    #expect(throws: ImageError.truncated(file: "upload", format: .png, detail: "unexpected end of data")) {
+        try RGBImage(decoding: png, name: "upload")
+    }
+}
