@@ -108,3 +108,24 @@ func ownHits(_ s: TensorMemory.Statistics) -> Int { s.cacheHits - s.sharedCacheH
         for await ok in group { #expect(ok) }
     }
 }
+
+@Test func blocksUnusedForAnIntervalDecay() throws {
+    // Two classes cached; over the next interval only one is used: the other goes back to the
+    // system when the interval ends, and the used one when an interval passes without it.
+    let (cached, stats) = try TensorMemory.measuredOnNewThread { () -> [Int] in
+        do {
+            _ = Tensor(uninitialized: [1000])  // 4000 bytes: the 4096-byte class
+            _ = Tensor(uninitialized: [3000])  // 12000 bytes: the 12288-byte class
+        }
+        TensorMemory.decayNow()  // both were just used: nothing goes; the interval starts
+        var cached = [TensorMemory.threadStatistics.cachedBytes]
+        for _ in 0..<5 { _ = Tensor(uninitialized: [1000]) }
+        TensorMemory.decayNow()
+        cached.append(TensorMemory.threadStatistics.cachedBytes)
+        TensorMemory.decayNow()
+        cached.append(TensorMemory.threadStatistics.cachedBytes)
+        return cached
+    }
+    #expect(cached == [4096 + 12288, 4096, 0], "\(cached)")
+    #expect(stats.decayedFrees == 2 && stats.systemFrees == 2 && stats.systemAllocations == 2, "\(stats)")
+}
