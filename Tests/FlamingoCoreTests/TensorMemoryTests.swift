@@ -127,5 +127,7 @@ func ownHits(_ s: TensorMemory.Statistics) -> Int { s.cacheHits - s.sharedCacheH
         return cached
     }
     #expect(cached == [4096 + 12288, 4096, 0], "\(cached)")
-    #expect(stats.decayedFrees == 2 && stats.systemFrees == 2 && stats.systemAllocations == 2, "\(stats)")
+    // The two first blocks come from the system or from the shared pool (other tests running in
+    // parallel may have left blocks of these classes there); the rest from this thread's cache.
+    #expect(stats.decayedFrees == 2 && stats.systemFrees == 2 && stats.ownCacheMisses == 2, "\(stats)")
 }
