@@ -20,6 +20,7 @@ let fuzzTargets: [(name: String, dependencies: [Target.Dependency])] = [
     ("image", ["FlamingoModel", "FlamingoCore"]),
     ("chat-request", ["FlamingoServer", "FlamingoModel", "FlamingoCore"]),
     ("data-url", ["FlamingoServer", "FlamingoModel"]),
+    ("chat-template", ["FlamingoServer", "FlamingoCore"]),
 ]
 
 let package = Package(
