@@ -191,6 +191,12 @@ INTERPRETER_CASES = [
      "{{ 'abc'.upper() }}{{ 'ABC'.lower() }} {{ \"they're bill's\".title() }} {{ 'aBC'.capitalize() }} {{ '  a b  '.split() }} "
      "{{ 'a,b,,c'.split(',') }} {{ 'a b c'.split(' ', 1) }} {{ 'abc'.replace('b', 'B') }} {{ ', '.join(['x', 'y']) }} {{ 'hello'.find('l') }} "
      "{{ 'hello'.count('l') }}", {}),
+    # searching strings by Unicode scalar (multi-byte text, repeated and overlapping patterns)
+    ("string-search", "{{ 'h\u00e9ll\u00e9 w\u00f6rld'.find('\u00f6') }} {{ 'aaaa'.count('aa') }} {{ 'abababa'.count('aba') }} "
+     "{{ 'aaa'.replace('aa', 'b') }} {{ 'abababa'.replace('aba', '-') }} {{ 'x\u00e9y\u00e9z'.split('\u00e9') }} "
+     "{{ 'ab'.replace('', '.') }} {{ 'abc'.replace('', '-', 2) }} {{ '\U0001f600a\U0001f600'.find('a') }} {{ 'aab' in 'aaab' }} "
+     "{{ 'abcabd'.find('abd') }} {{ 'a,b,c'.split(',', 1) }} {{ ''.count('x') }} {{ 'abc'.count('') }} {{ 'aaa' | replace('aa', 'b') }}", {}),
+    ("namespace-holding-itself", "{% set ns = namespace(a=1) %}{% set ns.me = ns %}{{ ns }} {{ ns.me.me.a }}", {}),
     ("dict-methods", "{{ d.keys() | list }} {{ d.values() | list }} {{ d.items() | list }} {{ d.get('a') }} {{ d.get('z') }} {{ d.get('z', 'dflt') }}",
      {"d": {"a": 1, "b": "two"}}),
     # functions

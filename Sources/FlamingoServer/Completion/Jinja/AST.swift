@@ -29,8 +29,38 @@ struct JinjaExpr: Sendable {
         case conditional(test: JinjaExpr, then: JinjaExpr, otherwise: JinjaExpr?)
     }
 
-    var kind: Kind
-    var line: Int
+    let kind: Kind
+    let line: Int
+    /// Levels of the tree below and including this node (a literal is 1, `a + b` is 2), which the
+    /// parser bounds (`JinjaLimits.expressionDepth`) so that evaluating it cannot exhaust the stack.
+    let depth: Int
+
+    init(kind: Kind, line: Int) {
+        self.kind = kind
+        self.line = line
+        depth = 1 + kind.children.reduce(0) { max($0, $1.depth) }
+    }
+}
+
+extension JinjaExpr.Kind {
+    /// The expressions directly inside this one.
+    var children: [JinjaExpr] {
+        switch self {
+        case .none, .bool, .int, .double, .string, .name: []
+        case .list(let items), .tuple(let items), .concat(let items): items
+        case .dict(let pairs): pairs.flatMap { [$0.key, $0.value] }
+        case .attribute(let base, _): [base]
+        case .item(let base, let key): [base, key]
+        case .slice(let base, let start, let stop, let step): [base] + [start, stop, step].compactMap { $0 }
+        case .call(let callee, let args, let kwargs): [callee] + args + kwargs.map(\.value)
+        case .filter(let value, _, let args, let kwargs): (value.map { [$0] } ?? []) + args + kwargs.map(\.value)
+        case .test(let value, _, let args): [value] + args
+        case .negate(let e), .plus(let e), .not(let e): [e]
+        case .binary(_, let a, let b), .and(let a, let b), .or(let a, let b): [a, b]
+        case .compare(let first, let ops): [first] + ops.map(\.1)
+        case .conditional(let test, let then, let otherwise): [test, then] + (otherwise.map { [$0] } ?? [])
+        }
+    }
 }
 
 /// What `{% for %}` and `{% set %}` assign to.

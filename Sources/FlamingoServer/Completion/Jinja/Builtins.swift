@@ -91,11 +91,14 @@ enum JinjaBuiltins {
                 d = given
             }
             for (k, v) in kwargs { d[k] = v }
+            try renderer.checkNesting(d.entries.map(\.value), line: line)
             guard name == "namespace" else { return .dict(d) }
             if let bad = d.keys.first(where: { $0.hasPrefix("_") }) {
                 throw .render("chat templates cannot store underscore-prefixed attributes on a namespace, but got '\(bad)'", line: line)
             }
-            return .namespace(JinjaNamespace(d))
+            let ns = JinjaNamespace(d)
+            renderer.adopt(ns)
+            return .namespace(ns)
         case "range":
             guard kwargs.isEmpty, (1...3).contains(args.count) else { throw .render("range() takes 1 to 3 integer arguments", line: line) }
             var ints: [Int] = []
@@ -108,10 +111,11 @@ enum JinjaBuiltins {
             }
             let (start, stop, step) = ints.count == 1 ? (0, ints[0], 1) : (ints[0], ints[1], ints.count == 3 ? ints[2] : 1)
             guard step != 0 else { throw .render("range() arg 3 must not be zero", line: line) }
-            let values = Array(stride(from: start, to: stop, by: step))
-            // The sandbox's MAX_RANGE.
-            guard values.count <= 100_000 else { throw .render("range too big: the sandbox allows at most 100000 items", line: line) }
-            return .list(values.map { .int($0) })
+            // The sandbox's MAX_RANGE, checked before the list is made.
+            let (span, overflow) = step > 0 ? stop.subtractingReportingOverflow(start) : start.subtractingReportingOverflow(stop)
+            let count = overflow ? Int.max : span <= 0 ? 0 : (span - 1) / step.magnitude.clampedToInt + 1
+            guard count <= 100_000 else { throw .render("range too big: the sandbox allows at most 100000 items", line: line) }
+            return .list(stride(from: start, to: stop, by: step).map { .int($0) })
         case "strftime_now":
             let a = try Arguments(name, args, kwargs, names: ["format"], line: line)
             guard let format = try a.string("format") else { throw .render("strftime_now() needs a format string", line: line) }
@@ -174,11 +178,13 @@ enum JinjaBuiltins {
             let a = try Arguments(name, args, kwargs, names: ["sep", "maxsplit"], line: line)
             let sep = try a.string("sep")
             if sep == "" { throw .render("empty separator", line: line) }
+            // At most one piece per byte and one more, whatever the separator.
+            try JinjaBudget.check(listItems: s.utf8.count + 1, line: line)
             return .list(PythonString.split(s, separator: sep, maxSplit: try a.int("maxsplit") ?? -1).map { .string($0) })
         case "replace":
             let a = try Arguments(name, args, kwargs, names: ["old", "new", "count"], line: line)
             guard let old = try a.string("old"), let new = try a.string("new") else { throw .render("replace() needs two strings", line: line) }
-            return .string(PythonString.replace(s, old, new, count: try a.int("count") ?? -1))
+            return .string(try replace(s, old, new, count: try a.int("count") ?? -1, line: line))
         case "join":
             let a = try Arguments(name, args, kwargs, names: ["iterable"], line: line)
             var parts: [String] = []
@@ -188,13 +194,12 @@ enum JinjaBuiltins {
                 }
                 parts.append(p)
             }
-            return .string(parts.joined(separator: s))
+            return .string(try join(parts, separator: s, line: line))
         case "find", "count":
             let a = try Arguments(name, args, kwargs, names: ["sub"], line: line)
             guard let sub = try a.string("sub") else { throw .render("\(name)() needs a string", line: line) }
             if name == "find" { return .int(PythonString.find(s, sub) ?? -1) }
-            if sub.isEmpty { return .int(s.unicodeScalars.count + 1) }
-            return .int(PythonString.split(s, separator: sub, maxSplit: -1).count - 1)
+            return .int(PythonString.count(s, sub))
         default:
             throw .render("'str' object has no attribute '\(name)'", line: line)
         }
@@ -204,7 +209,9 @@ enum JinjaBuiltins {
         switch v {
         case .list(let a), .tuple(let a): return a
         case .dict(let d): return d.keys.map { .string($0) }
-        case .string(let s): return s.unicodeScalars.map { .string(String($0)) }
+        case .string(let s):
+            try JinjaBudget.check(listItems: s.unicodeScalars.count, line: line)
+            return s.unicodeScalars.map { .string(String($0)) }
         case .undefined: return []
         default: throw .render("'\(v.typeName)' object is not iterable", line: line)
         }
@@ -256,7 +263,9 @@ enum JinjaBuiltins {
             options.sortKeys = a["sort_keys"]?.truthy ?? false
             switch a["indent"] {
             case nil, .none?: options.indent = nil
-            case .int(let n)?: options.indent = String(repeating: " ", count: max(0, n))
+            case .int(let n)?:
+                try JinjaBudget.check(stringBytes: n, line: line)
+                options.indent = String(repeating: " ", count: max(0, n))
             case .string(let s)?: options.indent = s
             case let v?: throw .render("tojson indent must be an int or a string, not \(v.typeName)", line: line)
             }
@@ -274,7 +283,7 @@ enum JinjaBuiltins {
             for item in try iterable(value, line: line) {
                 parts.append(try attributePath(item, a["attribute"], renderer: renderer, line: line).pythonString)
             }
-            return .string(parts.joined(separator: separator))
+            return .string(try join(parts, separator: separator, line: line))
         case "first", "last":
             _ = try Arguments(name, args, kwargs, names: [], line: line)
             let items = try iterable(value, line: line)
@@ -299,7 +308,7 @@ enum JinjaBuiltins {
         case "replace":
             let a = try Arguments(name, args, kwargs, names: ["old", "new", "count"], line: line)
             guard let old = try a.string("old"), let new = try a.string("new") else { throw .render("replace needs two strings", line: line) }
-            return .string(PythonString.replace(value.pythonString, old, new, count: try a.int("count") ?? -1))
+            return .string(try replace(value.pythonString, old, new, count: try a.int("count") ?? -1, line: line))
         case "int":
             let a = try Arguments(name, args, kwargs, names: ["default", "base"], line: line)
             let fallback = a["default"] ?? .int(0)
@@ -349,6 +358,7 @@ enum JinjaBuiltins {
             let keep = name.hasPrefix("select")
             var kept: [JinjaValue] = []
             for item in try iterable(value, line: line) {
+                try renderer.charge(steps: 1, line: line)
                 let subject = try attributePath(item, attribute, renderer: renderer, line: line)
                 let passes = try testName.map { n throws(ChatTemplateError) in try test(n, subject, Array(rest), renderer: renderer, line: line) } ?? subject.truthy
                 if passes == keep { kept.append(item) }
@@ -361,6 +371,7 @@ enum JinjaBuiltins {
                 let fallback = kwargs.first { $0.0 == "default" }?.1
                 var out: [JinjaValue] = []
                 for item in try iterable(value, line: line) {
+                    try renderer.charge(steps: 1, line: line)
                     let v = try attributePath(item, attribute, renderer: renderer, line: line)
                     out.append(v.isUndefined ? (fallback ?? v) : v)
                 }
@@ -371,12 +382,29 @@ enum JinjaBuiltins {
             }
             var out: [JinjaValue] = []
             for item in try iterable(value, line: line) {
+                try renderer.charge(steps: 1, line: line)
                 out.append(try filter(filterName, item, Array(args.dropFirst()), kwargs, renderer: renderer, line: line))
             }
             return .list(out)
         default:
             throw .render("unknown filter '\(name)'", line: line)
         }
+    }
+
+    /// `str.replace` within `JinjaLimits.stringBytes`.
+    private static func replace(_ s: String, _ old: String, _ new: String, count: Int, line: Int) throws(ChatTemplateError) -> String {
+        guard let r = PythonString.replace(s, old, new, count: count, maxBytes: JinjaLimits.stringBytes) else {
+            throw .render("replace() would make a string of more than \(JinjaLimits.stringBytes >> 20) MiB (a limit of this server)", line: line)
+        }
+        return r
+    }
+
+    /// `separator.join(parts)`, its size checked before it is made.
+    private static func join(_ parts: [String], separator: String, line: Int) throws(ChatTemplateError) -> String {
+        var bytes = JinjaBudget.product(separator.utf8.count, max(0, parts.count - 1)) ?? .max
+        for p in parts where bytes <= JinjaLimits.stringBytes { bytes += p.utf8.count }
+        try JinjaBudget.check(stringBytes: bytes, line: line)
+        return parts.joined(separator: separator)
     }
 
     /// Jinja's `title` filter (not `str.title`): each word, after `-`, whitespace or an opening
@@ -543,6 +571,7 @@ enum PythonJSON {
         func newline(_ level: Int) {
             if let indent = options.indent { out += "\n" + String(repeating: indent, count: level) }
         }
+        try JinjaBudget.check(stringBytes: out.utf8.count, line: line)
         switch value {
         case .none: out += "null"
         case .bool(let b): out += b ? "true" : "false"
@@ -660,4 +689,9 @@ enum Strftime {
         }
         return out
     }
+}
+
+private extension UInt {
+    /// The value as an Int, Int.max when it does not fit (`Int.min.magnitude`).
+    var clampedToInt: Int { self > UInt(Int.max) ? .max : Int(self) }
 }

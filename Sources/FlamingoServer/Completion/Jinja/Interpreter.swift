@@ -12,6 +12,14 @@ final class JinjaRenderer {
 
     private var frames: [[String: JinjaValue]]
     private var output = ""
+    /// What this render has spent of `JinjaLimits`, and the line of the last expression evaluated
+    /// (for errors raised where no line is at hand).
+    private var budget = JinjaBudget()
+    private var line = 1
+    /// Every namespace this render made. A namespace can hold itself (`{% set ns.me = ns %}`) or a
+    /// chain of others: clearing them all when the render ends frees such cycles and releases long
+    /// chains one link at a time instead of recursively.
+    private var namespaces: [JinjaNamespace] = []
     let now: Date
     let timeZone: TimeZone
 
@@ -24,8 +32,43 @@ final class JinjaRenderer {
     }
 
     func render(_ nodes: [JinjaNode]) throws(ChatTemplateError) -> String {
+        defer { for ns in namespaces { ns.attributes = JinjaDict() } }
         _ = try run(nodes)
         return output
+    }
+
+    func adopt(_ namespace: JinjaNamespace) { namespaces.append(namespace) }
+
+    /// Charges `n` steps of work (`JinjaLimits.steps`).
+    func charge(steps n: Int, line: Int) throws(ChatTemplateError) {
+        try budget.charge(steps: n, line: line)
+    }
+
+    /// Refuses values (the items of a list, tuple or dict about to be made) nested so deep that the
+    /// new container would pass `JinjaLimits.valueDepth`, charging a step per container looked at.
+    func checkNesting(_ values: some Sequence<JinjaValue>, line: Int) throws(ChatTemplateError) {
+        for v in values where try depth(of: v, line: line) >= JinjaLimits.valueDepth {
+            throw .render("a list or dict nested deeper than \(JinjaLimits.valueDepth) levels (a limit of this server)", line: line)
+        }
+    }
+
+    /// Levels of lists, tuples and dicts in `value` (0 for anything else; namespaces are leaves).
+    private func depth(of value: JinjaValue, line: Int) throws(ChatTemplateError) -> Int {
+        let children: [JinjaValue]
+        switch value {
+        case .list(let a), .tuple(let a): children = a
+        case .dict(let d): children = d.entries.map(\.value)
+        default: return 0
+        }
+        try budget.charge(steps: 1 + children.count, line: line)
+        var deepest = 0
+        for c in children { deepest = max(deepest, try depth(of: c, line: line)) }
+        return 1 + deepest
+    }
+
+    private func append(toOutput text: String) throws(ChatTemplateError) {
+        output += text
+        try JinjaBudget.check(stringBytes: output.utf8.count, line: line)
     }
 
     // MARK: - Statements
@@ -34,9 +77,9 @@ final class JinjaRenderer {
         for node in nodes {
             switch node {
             case .text(let text):
-                output += text
+                try append(toOutput: text)
             case .output(let expr):
-                output += try eval(expr).pythonString
+                try append(toOutput: try eval(expr).pythonString)
             case .ifChain(let branches, let otherwise):
                 var taken = false
                 for (test, body) in branches where try eval(test).truthy {
@@ -60,6 +103,7 @@ final class JinjaRenderer {
                 _ = try run(body)
                 var value = JinjaValue.string(output)
                 output = saved
+                try budget.charge(made: value, line: line)
                 for f in filters { value = try applyFilter(f, to: value) }
                 try bind(target, value, line: line)
             case .breakLoop:
@@ -77,6 +121,7 @@ final class JinjaRenderer {
         if let filter {
             var kept: [JinjaValue] = []
             for item in items {
+                try budget.charge(steps: 1, line: line)
                 frames.append([:])
                 defer { frames.removeLast() }
                 try bind(target, item, line: line)
@@ -91,6 +136,7 @@ final class JinjaRenderer {
             return try run(otherwise)
         }
         for (index, item) in items.enumerated() {
+            try budget.charge(steps: 1, line: line)
             frames.append(["loop": .loop(LoopState(index0: index, items: items, depth0: 0))])
             defer { frames.removeLast() }
             try bind(target, item, line: line)
@@ -139,7 +185,9 @@ final class JinjaRenderer {
         case .undefined: return []
         case .list(let a), .tuple(let a): return a
         case .dict(let d): return d.keys.map { .string($0) }
-        case .string(let s): return s.unicodeScalars.map { .string(String($0)) }
+        case .string(let s):
+            try JinjaBudget.check(listItems: s.unicodeScalars.count, line: line)
+            return s.unicodeScalars.map { .string(String($0)) }
         case .loop(let s): return s.items
         default: throw .render("'\(value.typeName)' object is not iterable", line: line)
         }
@@ -148,6 +196,32 @@ final class JinjaRenderer {
     // MARK: - Expressions
 
     func eval(_ expr: JinjaExpr) throws(ChatTemplateError) -> JinjaValue {
+        let line = expr.line
+        self.line = line
+        try budget.charge(steps: 1, line: line)
+        let value = try evalUncharged(expr)
+        switch expr.kind {
+        case .binary, .concat, .call, .filter: try budget.charge(made: value, line: line)
+        default: break
+        }
+        return value
+    }
+
+    /// What a comparison or test costs beyond one step: the items or bytes it may go through.
+    private func charge(comparing values: JinjaValue..., line: Int) throws(ChatTemplateError) {
+        var n = 0
+        for v in values {
+            switch v {
+            case .string(let s): n += s.utf8.count >> 6
+            case .list(let a), .tuple(let a): n += a.count
+            case .dict(let d): n += d.count
+            default: break
+            }
+        }
+        try budget.charge(steps: n, line: line)
+    }
+
+    private func evalUncharged(_ expr: JinjaExpr) throws(ChatTemplateError) -> JinjaValue {
         let line = expr.line
         switch expr.kind {
         case .none: return .none
@@ -159,10 +233,12 @@ final class JinjaRenderer {
         case .list(let items):
             var values: [JinjaValue] = []
             for item in items { values.append(try eval(item)) }
+            try checkNesting(values, line: line)
             return .list(values)
         case .tuple(let items):
             var values: [JinjaValue] = []
             for item in items { values.append(try eval(item)) }
+            try checkNesting(values, line: line)
             return .tuple(values)
         case .dict(let pairs):
             var d = JinjaDict()
@@ -170,6 +246,7 @@ final class JinjaRenderer {
                 guard case .string(let key) = try eval(k) else { throw .render("dict literal keys must be strings here", line: k.line) }
                 d[key] = try eval(v)
             }
+            try checkNesting(d.entries.map(\.value), line: line)
             return .dict(d)
         case .attribute(let base, let name):
             return try attribute(try eval(base), name, line: line)
@@ -201,6 +278,7 @@ final class JinjaRenderer {
             let value = try eval(valueExpr)
             var args: [JinjaValue] = []
             for a in argExprs { args.append(try eval(a)) }
+            try charge(comparing: value, args.first ?? .none, line: line)
             return .bool(try JinjaBuiltins.test(name, value, args, renderer: self, line: line))
         case .negate(let e):
             switch try eval(e) {
@@ -222,12 +300,16 @@ final class JinjaRenderer {
             return try JinjaOps.binary(op, try eval(a), try eval(b), line: line)
         case .concat(let parts):
             var s = ""
-            for p in parts { s += try eval(p).pythonString }
+            for p in parts {
+                s += try eval(p).pythonString
+                try JinjaBudget.check(stringBytes: s.utf8.count, line: line)
+            }
             return .string(s)
         case .compare(let first, let ops):
             var left = try eval(first)
             for (op, rightExpr) in ops {
                 let right = try eval(rightExpr)
+                try charge(comparing: left, right, line: line)
                 guard try JinjaOps.compare(op, left, right, line: line) else { return .bool(false) }
                 left = right
             }
@@ -430,15 +512,24 @@ enum JinjaOps {
                 }
             }
         }
+        // Sizes are checked before the result is made.
         switch (op, a, b) {
-        case ("+", .string(let x), .string(let y)): return .string(x + y)
-        case ("+", .list(let x), .list(let y)): return .list(x + y)
-        case ("+", .tuple(let x), .tuple(let y)): return .tuple(x + y)
+        case ("+", .string(let x), .string(let y)):
+            try JinjaBudget.check(stringBytes: x.utf8.count + y.utf8.count, line: line)
+            return .string(x + y)
+        case ("+", .list(let x), .list(let y)):
+            try JinjaBudget.check(listItems: x.count + y.count, line: line)
+            return .list(x + y)
+        case ("+", .tuple(let x), .tuple(let y)):
+            try JinjaBudget.check(listItems: x.count + y.count, line: line)
+            return .tuple(x + y)
         case ("*", .string(let s), _), ("*", _, .string(let s)):
             guard let n = number(a.isStringValue ? b : a), case .int(let k) = n else { throw unsupported }
+            try JinjaBudget.check(stringBytes: JinjaBudget.product(s.utf8.count, max(0, k)) ?? .max, line: line)
             return .string(String(repeating: s, count: max(0, k)))
         case ("*", .list(let l), _), ("*", _, .list(let l)):
             guard let n = number(a.sequenceItems != nil ? b : a), case .int(let k) = n else { throw unsupported }
+            try JinjaBudget.check(listItems: JinjaBudget.product(l.count, max(0, k)) ?? .max, line: line)
             return .list(Array([[JinjaValue]](repeating: l, count: max(0, k)).joined()))
         case ("%", .string, _):
             throw .render("printf-style string formatting ('...' % values) is not supported", line: line)

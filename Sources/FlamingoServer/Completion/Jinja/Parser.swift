@@ -6,6 +6,9 @@ struct JinjaParser {
     private var tokens: [JinjaToken]
     private var i = 0
     private var loopDepth = 0
+    /// Blocks open around the current token, and the parser's expression recursion.
+    private var blockNesting = 0
+    private var expressionNesting = 0
 
     static func parse(_ template: String) throws(ChatTemplateError) -> [JinjaNode] {
         var parser = JinjaParser(tokens: try JinjaLexer.tokenize(template))
@@ -77,6 +80,27 @@ struct JinjaParser {
         return n
     }
 
+    /// A new expression node, refused when its tree is deeper than `JinjaLimits.expressionDepth`
+    /// (chains such as `a + b + c + ...` grow the tree without the parser recursing).
+    private func node(_ kind: JinjaExpr.Kind, line: Int) throws(ChatTemplateError) -> JinjaExpr {
+        let expr = JinjaExpr(kind: kind, line: line)
+        guard expr.depth <= JinjaLimits.expressionDepth else { throw Self.tooDeep(line: line) }
+        return expr
+    }
+
+    private static func tooDeep(line: Int) -> ChatTemplateError {
+        .unsupported("expression nested deeper than \(JinjaLimits.expressionDepth) levels", line: line)
+    }
+
+    /// Counts one level of the parser's recursion into a subexpression (`(`, `not`, unary `-`);
+    /// `leave()` undoes it.
+    private mutating func enter() throws(ChatTemplateError) {
+        expressionNesting += 1
+        guard expressionNesting <= JinjaLimits.expressionDepth else { throw Self.tooDeep(line: current.line) }
+    }
+
+    private mutating func leave() { expressionNesting -= 1 }
+
     private mutating func expectBlockEnd() throws(ChatTemplateError) {
         guard case .blockEnd = current.kind else { throw unexpected(expecting: "'%}'") }
         advance()
@@ -119,6 +143,11 @@ struct JinjaParser {
     /// that closing tag.
     private mutating func body(until end: Set<String>, drop: Bool) throws(ChatTemplateError) -> (nodes: [JinjaNode], closer: String) {
         try expectBlockEnd()
+        blockNesting += 1
+        defer { blockNesting -= 1 }
+        guard blockNesting <= JinjaLimits.blockNesting else {
+            throw .unsupported("blocks nested deeper than \(JinjaLimits.blockNesting) levels", line: current.line)
+        }
         let nodes = try subparse(until: end)
         let closer = try expectName()
         if drop { try expectBlockEnd() }
@@ -256,17 +285,19 @@ struct JinjaParser {
             if let first = items.first { return first }
             if !parenthesized { throw unexpected(expecting: "an expression") }
         }
-        return JinjaExpr(kind: .tuple(items), line: line)
+        return try node(.tuple(items), line: line)
     }
 
     private mutating func parseExpression() throws(ChatTemplateError) -> JinjaExpr {
+        try enter()
+        defer { leave() }
         var expr = try parseOr()
         while isName("if") {
             let line = current.line
             advance()
             let test = try parseOr()
             let otherwise: JinjaExpr? = skip(name: "else") ? try parseExpression() : nil
-            expr = JinjaExpr(kind: .conditional(test: test, then: expr, otherwise: otherwise), line: line)
+            expr = try node(.conditional(test: test, then: expr, otherwise: otherwise), line: line)
         }
         return expr
     }
@@ -276,7 +307,7 @@ struct JinjaParser {
         while isName("or") {
             let line = current.line
             advance()
-            left = JinjaExpr(kind: .or(left, try parseAnd()), line: line)
+            left = try node(.or(left, try parseAnd()), line: line)
         }
         return left
     }
@@ -286,7 +317,7 @@ struct JinjaParser {
         while isName("and") {
             let line = current.line
             advance()
-            left = JinjaExpr(kind: .and(left, try parseNot()), line: line)
+            left = try node(.and(left, try parseNot()), line: line)
         }
         return left
     }
@@ -295,7 +326,9 @@ struct JinjaParser {
         if isName("not") {
             let line = current.line
             advance()
-            return JinjaExpr(kind: .not(try parseNot()), line: line)
+            try enter()
+            defer { leave() }
+            return try node(.not(try parseNot()), line: line)
         }
         return try parseCompare()
     }
@@ -319,7 +352,8 @@ struct JinjaParser {
                 break
             }
         }
-        return ops.isEmpty ? first : JinjaExpr(kind: .compare(first, ops), line: line)
+        if ops.isEmpty { return first }
+        return try node(.compare(first, ops), line: line)
     }
 
     private mutating func parseMath1() throws(ChatTemplateError) -> JinjaExpr {
@@ -327,7 +361,7 @@ struct JinjaParser {
         while case .op(let o) = current.kind, o == "+" || o == "-" {
             let line = current.line
             advance()
-            left = JinjaExpr(kind: .binary(o, left, try parseConcat()), line: line)
+            left = try node(.binary(o, left, try parseConcat()), line: line)
         }
         return left
     }
@@ -336,7 +370,8 @@ struct JinjaParser {
         let line = current.line
         var parts = [try parseMath2()]
         while skip(op: "~") { parts.append(try parseMath2()) }
-        return parts.count == 1 ? parts[0] : JinjaExpr(kind: .concat(parts), line: line)
+        if parts.count == 1 { return parts[0] }
+        return try node(.concat(parts), line: line)
     }
 
     private mutating func parseMath2() throws(ChatTemplateError) -> JinjaExpr {
@@ -344,7 +379,7 @@ struct JinjaParser {
         while case .op(let o) = current.kind, ["*", "/", "//", "%"].contains(o) {
             let line = current.line
             advance()
-            left = JinjaExpr(kind: .binary(o, left, try parsePow()), line: line)
+            left = try node(.binary(o, left, try parsePow()), line: line)
         }
         return left
     }
@@ -354,7 +389,7 @@ struct JinjaParser {
         while isOp("**") {
             let line = current.line
             advance()
-            left = JinjaExpr(kind: .binary("**", left, try parseUnary()), line: line)
+            left = try node(.binary("**", left, try parseUnary()), line: line)
         }
         return left
     }
@@ -362,10 +397,12 @@ struct JinjaParser {
     private mutating func parseUnary(filters: Bool = true) throws(ChatTemplateError) -> JinjaExpr {
         let line = current.line
         var node: JinjaExpr
+        try enter()
+        defer { leave() }
         if skip(op: "-") {
-            node = JinjaExpr(kind: .negate(try parseUnary(filters: false)), line: line)
+            node = try self.node(.negate(try parseUnary(filters: false)), line: line)
         } else if skip(op: "+") {
-            node = JinjaExpr(kind: .plus(try parseUnary(filters: false)), line: line)
+            node = try self.node(.plus(try parseUnary(filters: false)), line: line)
         } else {
             node = try parsePrimary()
         }
@@ -380,23 +417,23 @@ struct JinjaParser {
         case .name(let n):
             advance()
             switch n {
-            case "true", "True": return JinjaExpr(kind: .bool(true), line: token.line)
-            case "false", "False": return JinjaExpr(kind: .bool(false), line: token.line)
-            case "none", "None": return JinjaExpr(kind: .none, line: token.line)
-            default: return JinjaExpr(kind: .name(n), line: token.line)
+            case "true", "True": return try node(.bool(true), line: token.line)
+            case "false", "False": return try node(.bool(false), line: token.line)
+            case "none", "None": return try node(.none, line: token.line)
+            default: return try node(.name(n), line: token.line)
             }
         case .string(let s):
             advance()
             var text = s
             // Adjacent string literals concatenate ('a' 'b').
             while case .string(let more) = current.kind { text += more; advance() }
-            return JinjaExpr(kind: .string(text), line: token.line)
+            return try node(.string(text), line: token.line)
         case .integer(let v):
             advance()
-            return JinjaExpr(kind: .int(v), line: token.line)
+            return try node(.int(v), line: token.line)
         case .float(let v):
             advance()
-            return JinjaExpr(kind: .double(v), line: token.line)
+            return try node(.double(v), line: token.line)
         case .op("("):
             advance()
             let expr = try parseTuple(parenthesized: true)
@@ -411,7 +448,7 @@ struct JinjaParser {
                 items.append(try parseExpression())
             }
             try expect(op: "]")
-            return JinjaExpr(kind: .list(items), line: token.line)
+            return try node(.list(items), line: token.line)
         case .op("{"):
             advance()
             var pairs: [(key: JinjaExpr, value: JinjaExpr)] = []
@@ -423,7 +460,7 @@ struct JinjaParser {
                 pairs.append((key, try parseExpression()))
             }
             try expect(op: "}")
-            return JinjaExpr(kind: .dict(pairs), line: token.line)
+            return try node(.dict(pairs), line: token.line)
         default:
             throw unexpected()
         }
@@ -463,10 +500,10 @@ struct JinjaParser {
             switch current.kind {
             case .name(let n):
                 advance()
-                return JinjaExpr(kind: .attribute(node, n), line: line)
+                return try self.node(.attribute(node, n), line: line)
             case .integer(let v):
                 advance()
-                return JinjaExpr(kind: .item(node, JinjaExpr(kind: .int(v), line: line)), line: line)
+                return try self.node(.item(node, try self.node(.int(v), line: line)), line: line)
             default:
                 throw unexpected(expecting: "a name or number")
             }
@@ -492,13 +529,13 @@ struct JinjaParser {
         try expect(op: "]")
         if let (start, stop, step) = slice {
             guard args.isEmpty else { throw .unsupported("multi-dimensional subscript", line: line) }
-            return JinjaExpr(kind: .slice(node, start: start, stop: stop, step: step), line: line)
+            return try self.node(.slice(node, start: start, stop: stop, step: step), line: line)
         }
         guard args.count == 1 else {
             if args.isEmpty { throw .syntax("expected a subscript expression", line: line) }
             throw .unsupported("multi-dimensional subscript", line: line)
         }
-        return JinjaExpr(kind: .item(node, args[0]), line: line)
+        return try self.node(.item(node, args[0]), line: line)
     }
 
     private mutating func parseCallArguments() throws(ChatTemplateError) -> (args: [JinjaExpr], kwargs: [(name: String, value: JinjaExpr)]) {
@@ -538,7 +575,7 @@ struct JinjaParser {
             throw .unsupported("call of a computed value", line: line)
         }
         let (args, kwargs) = try parseCallArguments()
-        return JinjaExpr(kind: .call(callee, args: args, kwargs: kwargs), line: line)
+        return try node(.call(callee, args: args, kwargs: kwargs), line: line)
     }
 
     private mutating func parseFilter(_ value: JinjaExpr?) throws(ChatTemplateError) -> JinjaExpr {
@@ -549,7 +586,7 @@ struct JinjaParser {
         guard JinjaBuiltins.filters.contains(name) else { throw .unsupported("filter '\(name)'", line: line) }
         var args: [JinjaExpr] = [], kwargs: [(name: String, value: JinjaExpr)] = []
         if isOp("(") { (args, kwargs) = try parseCallArguments() }
-        return JinjaExpr(kind: .filter(value, name: name, args: args, kwargs: kwargs), line: line)
+        return try node(.filter(value, name: name, args: args, kwargs: kwargs), line: line)
     }
 
     private mutating func parseTest(_ value: JinjaExpr) throws(ChatTemplateError) -> JinjaExpr {
@@ -573,7 +610,8 @@ struct JinjaParser {
             default: break
             }
         }
-        let test = JinjaExpr(kind: .test(value, name: name, args: args), line: line)
-        return negated ? JinjaExpr(kind: .not(test), line: line) : test
+        let test = try node(.test(value, name: name, args: args), line: line)
+        if !negated { return test }
+        return try node(.not(test), line: line)
     }
 }

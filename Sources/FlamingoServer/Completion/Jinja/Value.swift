@@ -170,22 +170,52 @@ extension JinjaValue {
         }
     }
 
-    /// Python's `repr(value)` (how values print inside lists and dicts).
+    /// Python's `repr(value)` (how values print inside lists and dicts). Writing stops soon after
+    /// `JinjaLimits.stringBytes` (a list can repeat one long string many times): a result longer
+    /// than that is refused wherever it is used. A namespace inside a namespace prints as
+    /// `<Namespace {...}>`, as Python prints one that holds itself.
     var pythonRepr: String {
+        var out = ""
+        writeRepr(into: &out, insideNamespace: false)
+        return out
+    }
+
+    private func writeRepr(into out: inout String, insideNamespace: Bool) {
+        func items(_ a: [JinjaValue], _ open: String, _ close: String) {
+            out += open
+            for (i, v) in a.enumerated() {
+                if out.utf8.count > JinjaLimits.stringBytes { return }
+                if i > 0 { out += ", " }
+                v.writeRepr(into: &out, insideNamespace: insideNamespace)
+            }
+            out += close
+        }
         switch self {
-        case .undefined: return ""
-        case .none: return "None"
-        case .bool(let b): return b ? "True" : "False"
-        case .int(let i): return String(i)
-        case .double(let d): return Self.pythonFloat(d)
-        case .string(let s): return Self.pythonStringRepr(s)
-        case .list(let a): return "[" + a.map(\.pythonRepr).joined(separator: ", ") + "]"
-        case .tuple(let a): return a.count == 1 ? "(" + a[0].pythonRepr + ",)" : "(" + a.map(\.pythonRepr).joined(separator: ", ") + ")"
-        case .dict(let d): return "{" + d.entries.map { Self.pythonStringRepr($0.key) + ": " + $0.value.pythonRepr }.joined(separator: ", ") + "}"
-        case .namespace(let ns): return "<Namespace " + JinjaValue.dict(ns.attributes).pythonRepr + ">"
-        case .function(let name): return "<function \(name)>"
-        case .method(_, let name): return "<built-in method \(name)>"
-        case .loop: return "<LoopContext>"
+        case .undefined: return
+        case .none: out += "None"
+        case .bool(let b): out += b ? "True" : "False"
+        case .int(let i): out += String(i)
+        case .double(let d): out += Self.pythonFloat(d)
+        case .string(let s): out += Self.pythonStringRepr(s)
+        case .list(let a): items(a, "[", "]")
+        case .tuple(let a): items(a, "(", a.count == 1 ? ",)" : ")")
+        case .dict(let d):
+            out += "{"
+            for (i, e) in d.entries.enumerated() {
+                if out.utf8.count > JinjaLimits.stringBytes { return }
+                if i > 0 { out += ", " }
+                out += Self.pythonStringRepr(e.key) + ": "
+                e.value.writeRepr(into: &out, insideNamespace: insideNamespace)
+            }
+            out += "}"
+        case .namespace(let ns):
+            if insideNamespace { out += "<Namespace {...}>"; return }
+            out += "<Namespace "
+            JinjaValue.dict(ns.attributes).writeRepr(into: &out, insideNamespace: true)
+            out += ">"
+        case .function(let name): out += "<function \(name)>"
+        case .method(_, let name): out += "<built-in method \(name)>"
+        case .loop: out += "<LoopContext>"
         }
     }
 
@@ -200,8 +230,14 @@ extension JinjaValue {
     /// `repr(str)`: single quotes unless the text has a single quote and no double quote; backslash
     /// escapes for the quote, backslash, \t \n \r and characters Python does not print.
     static func pythonStringRepr(_ s: String) -> String {
-        let quote: Character = s.contains("'") && !s.contains("\"") ? "\"" : "'"
+        let quote: Unicode.Scalar = s.utf8.contains(UInt8(ascii: "'")) && !s.utf8.contains(UInt8(ascii: "\"")) ? "\"" : "'"
+        // Printable ASCII without the quote or a backslash is copied as it is.
+        let q = UInt8(quote.value)
+        if s.utf8.allSatisfy({ (0x20...0x7E).contains($0) && $0 != q && $0 != UInt8(ascii: "\\") }) {
+            return String(quote) + s + String(quote)
+        }
         var out = String(quote)
+        out.reserveCapacity(s.utf8.count + 2)
         for scalar in s.unicodeScalars {
             switch scalar {
             case "\\": out += "\\\\"
@@ -209,7 +245,7 @@ extension JinjaValue {
             case "\n": out += "\\n"
             case "\r": out += "\\r"
             default:
-                if Character(scalar) == quote {
+                if scalar == quote {
                     out += "\\" + String(quote)
                 } else if isPythonPrintable(scalar) {
                     out.unicodeScalars.append(scalar)
@@ -222,7 +258,7 @@ extension JinjaValue {
                 }
             }
         }
-        out.append(quote)
+        out.unicodeScalars.append(quote)
         return out
     }
 
@@ -234,7 +270,7 @@ extension JinjaValue {
     /// Python's `str.isprintable` for one character: not a control, format, surrogate, private-use,
     /// unassigned or separator character, except the space.
     private static func isPythonPrintable(_ scalar: Unicode.Scalar) -> Bool {
-        if scalar == " " { return true }
+        if (0x20...0x7E).contains(scalar.value) { return true }
         switch scalar.properties.generalCategory {
         case .control, .format, .surrogate, .privateUse, .unassigned,
              .lineSeparator, .paragraphSeparator, .spaceSeparator: return false
@@ -280,16 +316,49 @@ enum PythonString {
     }
 
     static func contains(_ haystack: String, _ needle: String) -> Bool {
-        find(haystack, needle) != nil
+        needle.isEmpty || !occurrences(of: needle, in: haystack, limit: 1).isEmpty
     }
 
     /// Index (in scalars) of the first occurrence of `needle`, like `str.find`.
     static func find(_ haystack: String, _ needle: String) -> Int? {
-        let h = scalars(haystack), n = scalars(needle)
-        if n.isEmpty { return 0 }
-        if n.count > h.count { return nil }
-        for i in 0...(h.count - n.count) where h[i] == n[0] && Array(h[i..<(i + n.count)]) == n { return i }
-        return nil
+        if needle.isEmpty { return 0 }
+        guard let offset = occurrences(of: needle, in: haystack, limit: 1).first else { return nil }
+        // Scalars before the match: the bytes that start one.
+        return haystack.utf8.prefix(offset).reduce(0) { $0 + ($1 & 0xC0 != 0x80 ? 1 : 0) }
+    }
+
+    /// `str.count(sub)`.
+    static func count(_ haystack: String, _ needle: String) -> Int {
+        needle.isEmpty ? haystack.unicodeScalars.count + 1 : occurrences(of: needle, in: haystack, limit: -1).count
+    }
+
+    /// Byte offsets of the non-overlapping occurrences of `needle` (not empty) in `haystack`, left to
+    /// right, at most `limit` of them (negative: all). The search is Knuth-Morris-Pratt on UTF-8
+    /// bytes (linear time), which finds exactly the scalar matches: a valid UTF-8 needle can only
+    /// match where a scalar starts.
+    static func occurrences(of needle: String, in haystack: String, limit: Int) -> [Int] {
+        let n = Array(needle.utf8)
+        precondition(!n.isEmpty, "occurrences of an empty string")
+        // fail[i]: length of the longest proper border of n[0...i].
+        var fail = [Int](repeating: 0, count: n.count)
+        var k = 0
+        for i in 1..<max(1, n.count) {
+            while k > 0, n[i] != n[k] { k = fail[k - 1] }
+            if n[i] == n[k] { k += 1 }
+            fail[i] = k
+        }
+        var found: [Int] = []
+        var matched = 0
+        for (offset, byte) in haystack.utf8.enumerated() {
+            if limit >= 0, found.count >= limit { break }
+            while matched > 0, byte != n[matched] { matched = fail[matched - 1] }
+            if byte == n[matched] { matched += 1 }
+            if matched == n.count {
+                found.append(offset + 1 - n.count)
+                matched = 0  // non-overlapping: start afresh after a match
+            }
+        }
+        return found
     }
 
     static func hasPrefix(_ s: String, _ p: String) -> Bool { s.unicodeScalars.starts(with: p.unicodeScalars) }
@@ -299,23 +368,18 @@ enum PythonString {
 
     /// `str.split(sep, maxsplit)`: on runs of whitespace without a separator (empty pieces dropped).
     static func split(_ s: String, separator: String?, maxSplit: Int) -> [String] {
-        let a = scalars(s)
         var parts: [String] = []
         if let separator {
-            let sep = scalars(separator)
-            var start = 0, i = 0
-            while i + sep.count <= a.count, maxSplit < 0 || parts.count < maxSplit {
-                if Array(a[i..<(i + sep.count)]) == sep {
-                    parts.append(string(a[start..<i]))
-                    i += sep.count
-                    start = i
-                } else {
-                    i += 1
-                }
+            let bytes = Array(s.utf8), width = separator.utf8.count
+            var start = 0
+            for offset in occurrences(of: separator, in: s, limit: maxSplit) {
+                parts.append(String(decoding: bytes[start..<offset], as: UTF8.self))
+                start = offset + width
             }
-            parts.append(string(a[start...]))
+            parts.append(String(decoding: bytes[start...], as: UTF8.self))
             return parts
         }
+        let a = scalars(s)
         var i = 0
         while i < a.count {
             while i < a.count, isSpace(a[i]) { i += 1 }
@@ -333,31 +397,36 @@ enum PythonString {
         return parts
     }
 
-    /// `str.replace(old, new, count)`.
-    static func replace(_ s: String, _ old: String, _ new: String, count: Int) -> String {
-        let a = scalars(s), o = scalars(old), n = scalars(new)
-        var out: [Unicode.Scalar] = []
-        var i = 0, done = 0
-        if o.isEmpty {
+    /// `str.replace(old, new, count)`, or nil when the result would be longer than `maxBytes`.
+    static func replace(_ s: String, _ old: String, _ new: String, count: Int, maxBytes: Int) -> String? {
+        if old.isEmpty {
             // Python inserts `new` between every character (and at both ends).
+            let a = scalars(s), n = scalars(new)
+            let inserts = count < 0 ? a.count + 1 : min(count, a.count + 1)
+            guard let extra = JinjaBudget.product(inserts, new.utf8.count), s.utf8.count + extra <= maxBytes else { return nil }
+            var out: [Unicode.Scalar] = []
+            var done = 0
             for c in a {
-                if count < 0 || done < count { out += n; done += 1 }
+                if done < inserts { out += n; done += 1 }
                 out.append(c)
             }
-            if count < 0 || done < count { out += n }
+            if done < inserts { out += n }
             return string(out)
         }
-        while i < a.count {
-            if (count < 0 || done < count), i + o.count <= a.count, Array(a[i..<(i + o.count)]) == o {
-                out += n
-                i += o.count
-                done += 1
-            } else {
-                out.append(a[i])
-                i += 1
-            }
+        let hits = occurrences(of: old, in: s, limit: count)
+        let growth = new.utf8.count - old.utf8.count
+        guard let extra = JinjaBudget.product(hits.count, growth), s.utf8.count + extra <= maxBytes else { return nil }
+        let bytes = Array(s.utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(s.utf8.count + max(0, extra))
+        var start = 0
+        for offset in hits {
+            out += bytes[start..<offset]
+            out += new.utf8
+            start = offset + old.utf8.count
         }
-        return string(out)
+        out += bytes[start...]
+        return String(decoding: out, as: UTF8.self)
     }
 
     static func upper(_ s: String) -> String { s.uppercased() }
